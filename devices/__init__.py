@@ -1,0 +1,1 @@
+"""Simulated field devices (readers and sensors) for the demo, tests and benchmarks."""

@@ -1,0 +1,573 @@
+"""A seeded site simulator: duty-manager patrols, rounds, guards, sensors and faults over MQTT.
+
+`Simulator` is pure — no I/O, no wall clock: given a site, a seed and a start instant it says what
+happens next (`events_until(t)`), and the same seed always gives the same events. `Publisher`
+runs it against a broker on a `SimClock`; `flood` makes valid traffic fast, for benchmarks.
+
+    python -m devices.simulator --config gateway/sites/zcity.yaml --broker mqtt://127.0.0.1:1883
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime as dt
+import heapq
+import itertools
+import json
+import math
+import random
+import signal
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from gateway.config import ConfigError, Site, load_site
+from gateway.config.models import ENGINEERING_ROLES, Equipment, Metric, Person, Post, PostKind
+from gateway.ingest.mqtt import BrokerUrl
+from gateway.ingest.topics import Topics
+from gateway.timeutil import BadTime, iso, parse_instant
+
+MIN, DAY = dt.timedelta(minutes=1), dt.timedelta(days=1)
+FLOOD_START = dt.datetime(2026, 1, 5, 1, 0, tzinfo=dt.UTC)  # a Monday, 09:00 in Shanghai
+
+
+@dataclass(frozen=True)
+class SimEvent:
+    """One message a device publishes at simulated instant `at` (UTC)."""
+
+    at: dt.datetime
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    device: str
+    kind: str  # scan | reading | status
+    fault: str | None = None  # unknown_card | reader_offline | reader_online | out_of_range
+
+    def body(self) -> Any:
+        """The payload as JSON (scan, reading) or text (status)."""
+        return self.payload.decode() if self.kind == "status" else json.loads(self.payload)
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """Injected faults; rates are expected occurrences per simulated day (0 turns one off)."""
+
+    unknown_cards_per_day: float = 4.0  # a card nobody owns, at a random reader
+    reader_outages_per_day: float = 2.0  # a reader goes offline (buffers scans), then online
+    reader_outage_minutes: tuple[float, float] = (10.0, 40.0)
+    out_of_range_per_day: float = 2.0  # a metric over max / under min / != expect, then back
+    out_of_range_minutes: tuple[float, float] = (5.0, 25.0)
+    scale: float = 1.0  # multiplies every rate (0: no faults at all)
+
+    @classmethod
+    def none(cls) -> FaultConfig:
+        """No faults at all."""
+        return cls(scale=0.0)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    at: dt.datetime
+    action: str  # scan | unknown | reading | offline | online | force | release
+    target: str  # a reader or an equipment
+    person: str | None = None
+    data: str = ""  # the credential of `unknown`, the metric of `force` / `release`
+
+
+def _card(person: Person) -> tuple[str, str] | None:
+    """(method, credential) a person presents: their first NFC card, else their first code."""
+    cards = sorted(person.credentials, key=lambda c: not c.startswith("nfc:"))
+    return None if not cards else (cards[0].split(":", 1)[0], cards[0].split(":", 1)[1])
+
+
+def demo_start(site: Site, now: dt.datetime) -> dt.datetime:
+    """07:50 (40 min before day_starts) of the duty day containing `now`: the handover is next."""
+    return site.calendar.day_start(site.calendar.day_of(now)) - 40 * MIN
+
+
+class _Gauge:
+    """One metric's plausible value: a daily cycle, slow drift and noise inside a safe band."""
+
+    def __init__(self, metric: Metric, rng: random.Random) -> None:
+        self.m, self.rng, self.drift = metric, rng, 0.0
+        lo, hi = metric.min, metric.max
+        if lo is not None and hi is not None:
+            self.scale, base = (hi - lo) or 1.0, (lo + hi) / 2
+        else:
+            self.scale = abs(hi if hi is not None else lo if lo is not None else 50.0) or 10.0
+            base = hi - 0.3 * self.scale if hi is not None else (lo or 0.0) + 0.3 * self.scale
+        self.base, self.amp = base, 0.1 * self.scale
+        self.margin = metric.hysteresis + 0.05 * self.scale  # inside by more than hysteresis
+        self.lo = -math.inf if lo is None else lo + self.margin
+        self.hi = math.inf if hi is None else hi - self.margin
+
+    def value(self, at: dt.datetime, forced: bool) -> float | bool:
+        if self.m.expect is not None:
+            return self.m.expect != forced
+        self.drift = 0.97 * self.drift + self.rng.gauss(0, 0.05 * self.amp)
+        if forced:  # out of range by more than the margin, over max if there is one
+            over = self.margin + 0.05 * self.scale * (1 + self.rng.random())
+            return round(self.m.max + over if self.m.max is not None else self.lo - 2 * over, 2)
+        cycle = math.sin(2 * math.pi * (at.timestamp() / 86400 - 0.25))
+        x = self.base + 0.5 * self.amp * cycle + self.drift + self.rng.gauss(0, 0.1 * self.amp)
+        return min(max(round(x, 2), self.lo), self.hi)
+
+
+class _Out:
+    """Builds contract payloads (§3), with a persistent `seq` per reader and per equipment."""
+
+    def __init__(self, site: Site, root: str, seq_base: int) -> None:
+        self.site, self.base = site, Topics(root, site.id).base
+        self.seq: defaultdict[str, int] = defaultdict(lambda: seq_base)
+
+    def scan(
+        self, at: dt.datetime, reader: str, card: tuple[str, str], fault: str = ""
+    ) -> SimEvent:
+        return self.json(at, "scan", reader, {"credential": card[1], "method": card[0]}, fault)
+
+    def json(
+        self, at: dt.datetime, kind: str, device: str, body: dict[str, Any], fault: str = ""
+    ) -> SimEvent:
+        self.seq[device] += 1
+        body = {**body, "ts": iso(at, self.site.tz), "seq": self.seq[device]}
+        where = "reader" if kind == "scan" else "equipment"
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        topic = f"{self.base}/{where}/{device}/{kind}"
+        return SimEvent(at, topic, data, 1, False, device, kind, fault or None)
+
+    def status(self, at: dt.datetime, device: str, state: str, fault: str = "") -> SimEvent:
+        topic = f"{self.base}/device/{device}/status"
+        return SimEvent(at, topic, state.encode(), 1, True, device, "status", fault or None)
+
+
+class Simulator:
+    """What happens next on a site; pure and deterministic given `seed` and the instants asked."""
+
+    def __init__(
+        self,
+        site: Site,
+        seed: int,
+        start: dt.datetime,
+        faults: FaultConfig | None = None,
+        *,
+        root: str = "estate",
+        reading_every_seconds: float = 60.0,
+        seq_base: int = 0,
+    ) -> None:
+        if start.tzinfo is None:
+            raise ValueError("start must carry a time zone")
+        self.site, self.seed, self.faults = site, seed, faults or FaultConfig()
+        self.start = start.astimezone(dt.UTC).replace(microsecond=0)
+        self.reading_every = reading_every_seconds
+        self._out = _Out(site, root, seq_base)
+        self.topics = Topics(root, site.id)
+        self._offline: dict[str, list[SimEvent]] = {}  # reader → scans buffered while offline
+        self._forced: set[tuple[str, str]] = set()  # (equipment, metric) held out of range
+        self._gauges = {
+            (e.id, n): _Gauge(m, self._rng("gauge", e.id, n))
+            for e in site.equipment.values()
+            for n, m in e.metrics.items()
+        }
+        self._posts = [p for p in site.posts.values() if p.readers]
+        rng = self._rng("walk")
+        index = {p.id: i for i, p in enumerate(self._posts)}
+        self._walk: dict[tuple[str, str], dt.timedelta] = {}  # never faster than the site's
+        for (a, i), (b, j) in itertools.product(index.items(), repeat=2):  # least walking time
+            least = site.walking_time(a, b) / MIN
+            self._walk[(a, b)] = (
+                max(2 + 1.2 * abs(i - j), 1.25 * least) + rng.uniform(0, 1.5)
+            ) * MIN
+        self._people = [p for p in site.people.values() if _card(p)]
+        actors: list[Iterator[_Plan]] = [self._boot(), self._duty()]
+        actors += [self._round(p) for p in site.posts.values() if p.rounds]
+        guards = [p for p in self._people if "security" in p.roles]
+        gates = [p for p in self._posts if p.kind == PostKind.security_post]
+        for i, guard in enumerate(guards if gates else []):  # gates shared out round-robin
+            mine = [g for j, g in enumerate(gates) if j % len(guards) == i]
+            actors.append(self._guard(guard, mine or [gates[i % len(gates)]]))
+        actors += [self._readings(e) for e in site.equipment.values() if e.metrics]
+        actors += [self._unknown_cards(), self._outages(), self._out_of_range()]
+        self._heap: list[tuple[dt.datetime, int, _Plan, Iterator[_Plan]]] = []
+        for i, actor in enumerate(actors):
+            self._push(i, actor)
+
+    def events_until(self, until: dt.datetime) -> list[SimEvent]:
+        """Every event at or before `until` not returned yet, in time order."""
+        out: list[SimEvent] = []
+        while self._heap and self._heap[0][0] <= until:
+            _, index, plan, actor = heapq.heappop(self._heap)
+            out += self._apply(plan)
+            self._push(index, actor)
+        return out
+
+    def next_at(self) -> dt.datetime | None:
+        """When the next event is due (None: nothing will ever happen)."""
+        return self._heap[0][0] if self._heap else None
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _rng(self, *parts: str) -> random.Random:
+        return random.Random(":".join((str(self.seed), *parts)))
+
+    def _push(self, index: int, actor: Iterator[_Plan]) -> None:
+        plan = next(actor, None)
+        if plan is not None:
+            plan = dataclasses.replace(plan, at=plan.at.replace(microsecond=0))
+            heapq.heappush(self._heap, (plan.at, index, plan, actor))
+
+    def _apply(self, plan: _Plan) -> list[SimEvent]:
+        at, target, out = plan.at, plan.target, self._out
+        if plan.action == "reading":
+            values = {
+                n: self._gauges[(target, n)].value(at, (target, n) in self._forced)
+                for n in self.site.equipment[target].metrics
+            }
+            forced = any(eq == target for eq, _ in self._forced)
+            fault = "out_of_range" if forced else ""
+            return [out.json(at, "reading", target, {"values": values}, fault)]
+        if plan.action in ("scan", "unknown"):
+            if plan.action == "unknown":
+                event = out.scan(at, target, ("nfc", plan.data), "unknown_card")
+            else:
+                card = _card(self.site.people[plan.person or ""])
+                assert card is not None
+                event = out.scan(at, target, card)
+            if target in self._offline:  # a reader buffers while offline and sends late
+                self._offline[target].append(event)
+                return []
+            return [event]
+        if plan.action == "offline":
+            self._offline[target] = []
+            return [out.status(at, target, "offline", "reader_offline")]
+        if plan.action == "online":
+            buffered = self._offline.pop(target, None)
+            fault = "" if buffered is None else "reader_online"
+            late = [dataclasses.replace(e, at=at) for e in buffered or []]
+            return [out.status(at, target, "online", fault), *late]
+        if plan.action == "force":
+            self._forced.add((target, plan.data))
+        else:
+            self._forced.discard((target, plan.data))
+        return []
+
+    def _boot(self) -> Iterator[_Plan]:
+        for device in sorted(self.site.devices):
+            yield _Plan(self.start, "online", device)
+
+    def _manager(self, day: dt.date) -> Person | None:
+        roster = self.site.config.roster
+        swaps = [s.manager for s in roster.swaps if s.date == day] if roster else []
+        person = self.site.people.get(swaps[-1] if swaps else self.site.rostered_manager(day) or "")
+        return person if person is not None and _card(person) else None
+
+    def _duty(self) -> Iterator[_Plan]:
+        rng, day = self._rng("duty"), self.site.calendar.day_of(self.start)
+        if self._posts and any(self._manager(day + k * DAY) for k in range(7)):
+            while True:
+                yield from (p for p in self._duty_day(day, rng) if p.at >= self.start)
+                day += DAY
+
+    def _duty_day(self, day: dt.date, rng: random.Random) -> list[_Plan]:
+        """Both managers scan at the handover post before day_starts; the incoming one patrols
+        ≈08:45–12:15 (key posts first) and ≈13:30–16:40, then makes an evening check."""
+        ds, plans = self.site.calendar.day_start(day), []
+        mgr, prev = self._manager(day), self._manager(day - DAY)
+        handover = self.site.posts.get(self.site.config.duty.handover_post)
+        for who, early in ((mgr, 5), (prev if prev != mgr else None, 0)):
+            if who is not None and handover is not None and handover.readers:
+                at = ds - rng.uniform(early, early + 23) * MIN
+                plans.append(_Plan(at, "scan", handover.readers[0], who.id))
+        if mgr is None:
+            return sorted(plans, key=lambda p: p.at)
+        keys = [p for p in self._posts if p.key]
+        sessions: list[tuple[float, float, list[Post]]] = [(15, 3.5, rng.sample(keys, len(keys)))]
+        for begin, hours, first in [*sessions, (300, 3.2, []), (690, 0.6, [])]:
+            t = ds + (begin + rng.uniform(-10, 10)) * MIN
+            until, here = t + hours * 60 * MIN, ""
+            loops = (rng.sample(self._posts, len(self._posts)) for _ in itertools.count())
+            for post in itertools.chain(first, itertools.chain.from_iterable(loops)):
+                if post.id == here and len(self._posts) > 1:
+                    continue  # a new loop starting where the last one ended
+                t += self._walk[(here, post.id)] if here else 2 * MIN
+                if t > until:
+                    break
+                plans.append(_Plan(t, "scan", rng.choice(post.readers), mgr.id))
+                t, here = t + rng.uniform(3, 12) * MIN, post.id
+        return sorted(plans, key=lambda p: p.at)
+
+    def _round(self, post: Post) -> Iterator[_Plan]:
+        """Engineers with a round's role scan at its post every `every_minutes`, a bit early."""
+        assert post.rounds is not None
+        rng, every = self._rng("round", post.id), post.rounds.every_minutes
+        who = [p.id for p in self._people if set(p.roles) & set(post.rounds.roles)]
+        if not who or not post.readers:
+            return
+        t = self.start + every * rng.uniform(0.2, 0.6) * MIN
+        for k in itertools.count():
+            yield _Plan(t, "scan", rng.choice(post.readers), who[k % len(who)])
+            t += every * (1 - rng.uniform(0.04, 0.12)) * MIN
+
+    def _guard(self, guard: Person, posts: list[Post]) -> Iterator[_Plan]:
+        rng = self._rng("guard", guard.id)
+        t = self.start + rng.uniform(1, 30) * MIN
+        for post in itertools.cycle(posts):
+            yield _Plan(t, "scan", rng.choice(post.readers), guard.id)
+            t += rng.uniform(30, 60) * MIN
+
+    def _interval(self, eq: Equipment) -> float:
+        return min(self.reading_every, (eq.stale_after_seconds or math.inf) / 3)
+
+    def _readings(self, eq: Equipment) -> Iterator[_Plan]:
+        rng, every = self._rng("readings", eq.id), self._interval(eq)
+        t = self.start + dt.timedelta(seconds=rng.uniform(1, every))
+        while True:
+            yield _Plan(t, "reading", eq.id)
+            t += dt.timedelta(seconds=every * rng.uniform(0.9, 1.1))
+
+    def _unknown_cards(self) -> Iterator[_Plan]:
+        rng, t, readers = self._rng("fault", "unknown"), self.start, sorted(self.site.reader_post)
+        rate = self.faults.unknown_cards_per_day * self.faults.scale
+        while rate > 0 and readers:
+            t += dt.timedelta(days=rng.expovariate(rate))
+            uid = "04" + f"{rng.getrandbits(48):012X}"
+            if f"nfc:{uid}" not in self.site.credentials:
+                yield _Plan(t, "unknown", rng.choice(readers), data=uid)
+
+    def _outages(self) -> Iterator[_Plan]:
+        rng, t, readers = self._rng("fault", "outage"), self.start, sorted(self.site.reader_post)
+        rate = self.faults.reader_outages_per_day * self.faults.scale
+        while rate > 0 and readers:
+            t += dt.timedelta(days=rng.expovariate(rate))
+            reader = rng.choice(readers)
+            yield _Plan(t, "offline", reader)
+            t += rng.uniform(*self.faults.reader_outage_minutes) * MIN
+            yield _Plan(t, "online", reader)
+
+    def _out_of_range(self) -> Iterator[_Plan]:
+        rng, t = self._rng("fault", "range"), self.start
+        targets = [
+            (e, n, m)
+            for e in self.site.equipment.values()
+            for n, m in e.metrics.items()
+            if m.expect is not None or m.min is not None or m.max is not None
+        ]
+        engineers = [p.id for p in self._people if set(p.roles) & ENGINEERING_ROLES]
+        rate = self.faults.out_of_range_per_day * self.faults.scale
+        while rate > 0 and targets:
+            t += dt.timedelta(days=rng.expovariate(rate))
+            eq, name, metric = rng.choice(targets)
+            yield _Plan(t, "force", eq.id, data=name)
+            lasts = max(
+                rng.uniform(*self.faults.out_of_range_minutes) * 60,
+                metric.for_seconds + 3 * self._interval(eq),
+            )
+            t += dt.timedelta(seconds=lasts)
+            yield _Plan(t, "release", eq.id, data=name)
+            readers = self.site.posts[eq.post].readers
+            if engineers and readers:  # an engineer comes to check on site (clears a latch)
+                t += rng.uniform(5, 20) * MIN
+                yield _Plan(t, "scan", rng.choice(readers), rng.choice(engineers))
+
+
+def flood(site: Site, n: int, seed: int = 1, start: dt.datetime = FLOOD_START) -> list[SimEvent]:
+    """`n` valid scans (known cards) and in-range readings 5 s apart under `estate/`, quickly."""
+    rng, out = random.Random(f"{seed}:flood"), _Out(site, "estate", 0)
+    readers = sorted(site.reader_post)
+    cards = [c for p in site.people.values() if (c := _card(p))] if readers else []
+    equipment = [e for e in site.equipment.values() if e.metrics]
+    if not cards and not equipment:
+        raise ValueError(f"site {site.id} has neither readers with cards nor equipment metrics")
+    gauges = {(e.id, k): _Gauge(m, rng) for e in equipment for k, m in e.metrics.items()}
+    last: dict[int, dt.datetime] = {}  # card → last scan, to keep taps a minute apart
+    events: list[SimEvent] = []
+    for i in range(n):
+        at = start + dt.timedelta(seconds=5 * i)
+        k = rng.randrange(len(cards)) if cards else -1
+        if k >= 0 and (
+            not equipment
+            or at - last.get(k, dt.datetime.min.replace(tzinfo=dt.UTC)) > dt.timedelta(seconds=61)
+        ):
+            last[k] = at  # every card has its own reader: no travel between readers
+            events.append(out.scan(at, readers[k % len(readers)], cards[k]))
+        else:
+            eq = equipment[i % len(equipment)]
+            values = {m: gauges[(eq.id, m)].value(at, False) for m in eq.metrics}
+            events.append(out.json(at, "reading", eq.id, {"values": values}))
+    return events
+
+
+class SimClock:
+    """Simulated time, frozen at `start` until `start()`, then `speed` simulated minutes per
+    real second (60: an hour a second) until `freeze()`. Monotonic; a gateway clock."""
+
+    def __init__(
+        self, start: dt.datetime, speed: float, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        if not speed > 0:
+            raise ValueError("speed must be above 0 simulated minutes per second")
+        self.origin, self.factor, self._mono = start.astimezone(dt.UTC), speed * 60.0, monotonic
+        self._t0: float | None = None
+        self._last, self._lock, self._frozen = self.origin, threading.Lock(), False
+
+    def start(self) -> None:
+        """Let time run (a second call, or one after `freeze()`, changes nothing)."""
+        with self._lock:
+            if self._t0 is None and not self._frozen:
+                self._t0 = self._mono()
+
+    def freeze(self) -> None:
+        """Stop time where it is (a stopped simulation must not run into deadlines)."""
+        with self._lock:
+            self.origin, self._t0, self._frozen = self._now(), None, True
+
+    def __call__(self) -> dt.datetime:
+        with self._lock:
+            return self._now()
+
+    def _now(self) -> dt.datetime:
+        ran = 0.0 if self._t0 is None else (self._mono() - self._t0) * self.factor
+        self._last = max(self._last, self.origin + dt.timedelta(seconds=ran))
+        return self._last
+
+    def real_seconds_until(self, at: dt.datetime) -> float:
+        """Real seconds until the simulated instant `at` (negative once it has passed)."""
+        return (at - self()).total_seconds() / self.factor
+
+
+class Publisher:
+    """Runs a `Simulator` against a broker: one MQTT client per device, each with its last will
+    (`offline`, retained) on its status topic. A clean `close()` sends no will (MQTT)."""
+
+    MAX_TICK, MIN_TICK = 0.25, 0.005  # real seconds between looks at the clock
+
+    def __init__(self, sim: Simulator, broker: str, clock: SimClock) -> None:
+        self.sim, self.url, self.clock, self.published = sim, BrokerUrl.parse(broker), clock, 0
+        self._clients: dict[str, paho.Client] = {}
+        self._up: dict[str, threading.Event] = {}
+        self._status: dict[str, bytes] = {}  # last status sent, said again after a reconnect
+        self._last: dict[str, paho.MQTTMessageInfo] = {}  # last publication of each device
+
+    def connect(self, timeout: float = 10.0) -> None:
+        """Connect every device; raise ConnectionError if one is not connected in `timeout`."""
+        for device in sorted(self.sim.site.devices):
+            client = paho.Client(
+                callback_api_version=CallbackAPIVersion.VERSION2,
+                client_id=f"sim-{self.sim.site.id}-{device}",
+                protocol=MQTTProtocolVersion.MQTTv311,
+            )
+            client.will_set(self._status_topic(device), b"offline", qos=1, retain=True)
+            if self.url.username:
+                client.username_pw_set(self.url.username, self.url.password)
+            if self.url.tls:
+                client.tls_set()
+            self._up[device] = threading.Event()
+            client.on_connect = self._on_connect(device)
+            client.connect_async(self.url.host, self.url.port, keepalive=30)
+            client.loop_start()
+            self._clients[device] = client
+        deadline = time.monotonic() + timeout
+        if not all(up.wait(max(0.0, deadline - time.monotonic())) for up in self._up.values()):
+            self.close()
+            raise ConnectionError(f"simulated devices could not connect to {self.url}")
+
+    def _status_topic(self, device: str) -> str:
+        return f"{self.sim.topics.base}/device/{device}/status"
+
+    def _on_connect(self, device: str) -> Callable[..., None]:
+        def on_connect(client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+            if not reason.is_failure:
+                self._up[device].set()
+                status = self._status.get(device)
+                if status is not None:  # after a broker blip, the will said offline
+                    client.publish(self._status_topic(device), status, 1, True)
+
+        return on_connect
+
+    def run(self, stop: threading.Event) -> None:
+        """Publish every event when the simulated clock reaches it, until `stop` is set."""
+        self.clock.start()
+        while not stop.is_set():
+            for ev in self.sim.events_until(self.clock()):
+                if ev.kind == "status":
+                    self._status[ev.device] = ev.payload
+                info = self._clients[ev.device].publish(ev.topic, ev.payload, ev.qos, ev.retain)
+                self._last[ev.device] = info
+                self.published += 1
+            due = self.sim.next_at()
+            wait = self.MAX_TICK if due is None else self.clock.real_seconds_until(due)
+            stop.wait(min(self.MAX_TICK, max(self.MIN_TICK, wait)))
+
+    def close(self, flush_seconds: float = 2.0) -> None:
+        """Let the broker acknowledge what was sent (bounded), then disconnect every device."""
+        deadline = time.monotonic() + flush_seconds
+        for info in self._last.values():
+            with contextlib.suppress(ValueError, RuntimeError):  # never queued: nothing to wait
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+        for client in self._clients.values():
+            client.disconnect()
+            client.loop_stop()
+        self._clients.clear()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m devices.simulator --config FILE --broker URL --speed 60 --seed 1`."""
+    ap = argparse.ArgumentParser("python -m devices.simulator", description=__doc__.split("\n")[0])
+    ap.add_argument("--config", type=Path, required=True, help="the site file (YAML)")
+    ap.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host:port")
+    ap.add_argument("--root", default="estate", help="topic root")
+    ap.add_argument("--speed", type=float, default=1.0, help="simulated minutes per real second")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--start", help="simulated start, ISO 8601 (default: now)")
+    ap.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
+    ap.add_argument("--faults", type=float, default=1.0, help="fault rate scale (0: none)")
+    args = ap.parse_args(argv)
+    try:
+        site = load_site(args.config)
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        start = parse_instant(args.start, site.tz) if args.start else now
+        sim = Simulator(site, args.seed, start, FaultConfig(scale=args.faults), root=args.root)
+        clock = SimClock(start, args.speed)
+        publisher = Publisher(sim, args.broker, clock)
+        publisher.connect()
+    except (ConfigError, BadTime, ValueError, OSError) as exc:
+        print(f"模拟器无法启动 / simulator cannot start: {exc}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    timer = threading.Timer(args.seconds, stop.set)
+    if args.seconds > 0:
+        timer.start()
+    print(
+        f"模拟 {site.id} 的设备 → {publisher.url}，每秒 {args.speed:g} 模拟分钟，Ctrl-C 停止。"
+        f"时间戳快于真实时钟时，网关会标记 clock_skew。\nsimulating {site.id}'s devices → "
+        f"{publisher.url} at {args.speed:g} simulated minutes per second; Ctrl-C stops. A ts "
+        "ahead of the wall clock is flagged clock_skew by a gateway on the wall clock.",
+        file=sys.stderr,
+    )
+    try:
+        publisher.run(stop)
+    finally:
+        timer.cancel()
+        publisher.close()
+    print(
+        f"已发布 {publisher.published} 条 / published {publisher.published} messages; "
+        f"simulated time {iso(clock(), site.tz)}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

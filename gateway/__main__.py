@@ -1,0 +1,5 @@
+"""`python -m gateway` is `patrol-gateway`."""
+
+from gateway.cli import main
+
+main()

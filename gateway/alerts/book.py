@@ -1,0 +1,103 @@
+"""The book of alerts: one open alert per (rule, subject), every transition recorded (§5, §6)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from gateway.alerts.record import Alert, alert_id
+
+Change = Literal["open", "update", "acknowledged", "closed"]
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One change of one alert: `alert` is the record after the change."""
+
+    alert: Alert
+    change: Change
+    at: dt.datetime
+    actor: str = "gateway"
+    comment: str = ""
+
+    @property
+    def is_state_change(self) -> bool:
+        """False for an update of an open alert (the record changed, its state did not)."""
+        return self.change != "update"
+
+
+class AlertBook:
+    """Open alerts keyed by (rule, subject); pure bookkeeping, no I/O, no clock."""
+
+    def __init__(self, site: str, alerts: list[Alert] | None = None) -> None:
+        self.site = site
+        self._open: dict[tuple[str, str], Alert] = {}
+        for alert in alerts or []:
+            if alert.state != "closed":
+                self._open[(alert.rule, alert.subject)] = alert
+
+    def get(self, rule: str, subject: str) -> Alert | None:
+        """The open (or acknowledged, not yet closed) alert for (rule, subject)."""
+        return self._open.get((rule, subject))
+
+    def by_id(self, ident: str) -> Alert | None:
+        """An alert that is not closed, by id."""
+        return next((a for a in self._open.values() if a.id == ident), None)
+
+    def all_open(self) -> list[Alert]:
+        """Every alert not yet closed."""
+        return list(self._open.values())
+
+    def raise_(
+        self,
+        rule: str,
+        subject: str,
+        severity: str,
+        at: dt.datetime,
+        message: str,
+        details: dict[str, Any] | None = None,
+    ) -> Transition:
+        """Open an alert, or update the one already open for (rule, subject)."""
+        current = self._open.get((rule, subject))
+        if current is not None:
+            updated = current.replace(message=message, details=details or {})
+            self._open[(rule, subject)] = updated
+            return Transition(updated, "update", at)
+        alert = Alert(
+            id=alert_id(self.site, rule, subject, at),
+            site=self.site,
+            rule=rule,
+            subject=subject,
+            severity=severity,
+            state="open",
+            raised_at=at,
+            message=message,
+            details=details or {},
+        )
+        self._open[(rule, subject)] = alert
+        return Transition(alert, "open", at)
+
+    def clear(self, rule: str, subject: str, at: dt.datetime) -> Transition | None:
+        """Close the alert for (rule, subject) because its condition ended; None if none is open."""
+        current = self._open.pop((rule, subject), None)
+        if current is None:
+            return None
+        closed = current.replace(state="closed", cleared_at=at)
+        return Transition(closed, "closed", at)
+
+    def acknowledge(
+        self, ident: str, at: dt.datetime, actor: str, comment: str = "", close: bool = False
+    ) -> Transition | None:
+        """Acknowledge an alert; `close` for rules that do not clear (contract §6)."""
+        current = self.by_id(ident)
+        if current is None:
+            return None
+        key = (current.rule, current.subject)
+        acked = current.replace(acknowledged_at=at, acknowledged_by=actor)
+        if close:
+            self._open.pop(key)
+            return Transition(acked.replace(state="closed"), "closed", at, actor, comment)
+        acked = acked.replace(state="acknowledged")
+        self._open[key] = acked
+        return Transition(acked, "acknowledged", at, actor, comment)

@@ -1,0 +1,258 @@
+"""The composition root of `patrol-gateway run`: site, store, MQTT link, pipeline, worker.
+
+The worker thread owns the store and the engine. It takes a batch from the inbox, runs each
+message through the pipeline, commits, and only then acknowledges the batch to the broker and
+publishes the scan answers and alerts the batch produced.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import pathlib
+import queue
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from gateway.config.site import Site
+from gateway.events import Message
+from gateway.ingest.mqtt import BrokerUrl, MqttLink
+from gateway.ingest.topics import Topics
+from gateway.pipeline import Pipeline, Publication
+from gateway.store.sqlite import SqliteStore
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], dt.datetime]
+
+INBOX_SIZE = 10_000
+BATCH_MAX = 500
+# A deadline fires this long after its instant, so a scan stamped exactly at the deadline that
+# is still in flight counts as on time (§5); the alert still carries the deadline instant.
+DEADLINE_GRACE = dt.timedelta(seconds=2)
+IDLE_WAIT_SECONDS = 0.25
+
+
+def wall_clock() -> dt.datetime:
+    """The real time; only the composition root reads it, rules get it injected."""
+    return dt.datetime.now(dt.UTC)
+
+
+class Gateway:
+    """One site's gateway: start() returns once running; stop() drains, commits and says offline."""
+
+    def __init__(
+        self,
+        site: Site,
+        broker: BrokerUrl,
+        data: pathlib.Path,
+        root: str = "estate",
+        clock: Clock = wall_clock,
+        client_id: str | None = None,
+        grace: dt.timedelta = DEADLINE_GRACE,
+    ) -> None:
+        self.site = site
+        self.topics = Topics(root, site.id)
+        self.clock = clock
+        self.grace = grace  # in clock time: a fast demo clock needs a larger one
+        self.store_path = data / f"{site.id}.sqlite"
+        self.store = SqliteStore(self.store_path)
+        started = self.store.meta("first_started_at")
+        if started is None:
+            started = clock().isoformat()
+            self.store.set_meta("first_started_at", started)
+            self.store.commit()
+        self._start = dt.datetime.fromisoformat(started)
+        self.pipeline = self._new_pipeline()
+        # Swaps registered while the gateway was down take effect now, through the rules.
+        restored = self.pipeline.engine.fired_through[0]
+        self._swap_id = max(
+            (i for i, swap in self.store.swaps_after(0) if swap.time <= restored), default=0
+        )
+        self._republish = threading.Event()
+        self.inbox: queue.Queue[Message] = queue.Queue(maxsize=INBOX_SIZE)
+        self.link = MqttLink(
+            broker,
+            client_id or f"patrol-gateway-{site.id}",
+            self.topics.subscriptions(),
+            self.topics.gateway_status,
+            self.inbox,
+            clock,
+            on_connected=self._on_connected,
+            ignore=self.topics.is_own,
+        )
+        self._stopping = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="gateway-worker", daemon=True)
+        self.dropped_publications = 0
+        # Alert publications in flight: outbox id → "confirmed by the broker?".
+        self._inflight: dict[int, Callable[[], bool]] = {}
+        self._resend = True  # publish what a previous run left in the outbox
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the worker and connect to the broker."""
+        self._worker.start()
+        self.link.start()
+
+    def stop(self, drain_seconds: float = 5.0) -> None:
+        """Finish what is queued (bounded), commit, acknowledge, say offline, disconnect."""
+        deadline = time.monotonic() + drain_seconds
+        while not self.inbox.empty() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._stopping.set()
+        self._worker.join(timeout=drain_seconds + 5)
+        self.link.stop()
+        self.store.close()
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """What the pipeline counted, plus drops at the edges."""
+        out = dict(self.pipeline.counters)
+        out["dropped_qos0"] = self.link.dropped_qos0
+        out["dropped_publications"] = self.dropped_publications
+        return out
+
+    # -- worker ------------------------------------------------------------------------------
+
+    def _on_connected(self, session_present: bool) -> None:
+        # A broker that lost our session has probably lost its retained alerts too.
+        if not session_present:
+            self._republish.set()
+
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            batch = self._take_batch()
+            try:
+                pubs = self._process(batch)
+            except sqlite3.Error:
+                # Nothing of the batch is acknowledged: the broker redelivers it.
+                log.exception("存储失败 / store failed; the batch stays unacknowledged")
+                self._recover()
+                time.sleep(1)
+                continue
+            for msg in batch:
+                self.link.ack(msg)
+            self._publish(pubs)
+
+    def _take_batch(self) -> list[Message]:
+        timeout = IDLE_WAIT_SECONDS
+        due = self.pipeline.engine.next_deadline()
+        if due is not None:
+            # Clock seconds; with an accelerated clock this waits too long, but IDLE_WAIT caps it
+            # and every alert still carries its exact deadline instant.
+            wait = (due + self.grace - self.clock()).total_seconds()
+            timeout = max(0.0, min(timeout, wait))
+        try:
+            batch = [self.inbox.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while len(batch) < BATCH_MAX:
+            try:
+                batch.append(self.inbox.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _process(self, batch: list[Message]) -> list[Publication]:
+        pubs: list[Publication] = []
+        if self._republish.is_set():
+            self._republish.clear()
+            pubs += self._retained_state()
+        confirmed = [i for i, done in self._inflight.items() if done()]
+        self.store.outbox_done(confirmed)
+        for i in confirmed:
+            del self._inflight[i]
+        if self._resend:
+            self._resend = False
+            pubs += [
+                Publication(topic, payload, qos, retain, i)
+                for i, topic, payload, qos, retain in self.store.outbox()
+                if i not in self._inflight
+            ]
+        for msg in batch:
+            pubs += self.pipeline.handle(msg).publications
+        for swap_id, swap in self.store.swaps_after(self._swap_id):
+            # Registered by `patrol-gateway roster swap` (another process) on this store.
+            pubs += self.pipeline.inject(swap, swap.time).publications
+            self._swap_id = swap_id
+        pubs += self.pipeline.tick(self.clock() - self.grace).publications
+        status = self.pipeline.status()
+        if status is not None:
+            pubs.append(status)
+        self.store.set_meta("fired_through", self.pipeline.mark())
+        self.store.commit()
+        return pubs
+
+    def _new_pipeline(self) -> Pipeline:
+        """A pipeline whose rules are rebuilt from the store up to the last committed clock."""
+        pipeline = Pipeline(self.site, self.topics, self.store, self._start, live=True)
+        mark = self.store.meta("fired_through")
+        if mark is None:
+            count = pipeline.restore(self._start, inclusive=False)
+        else:
+            count = pipeline.restore_mark(mark)
+        if count:
+            log.info("已从存储恢复 / restored from the store: %d events up to %s", count, mark)
+        return pipeline
+
+    def _recover(self) -> None:
+        """Forget the failed batch everywhere: the store rolls back, the rules restart from it."""
+        try:
+            self.store.rollback()
+            self.pipeline = self._new_pipeline()
+        except sqlite3.Error:
+            log.exception("回滚失败 / rollback failed")
+
+    def _retained_state(self) -> list[Publication]:
+        """After connecting to a broker that lost our session: every open alert again."""
+        self.pipeline.forget_status()
+        return [self.pipeline.alert_publication(a) for a in self.pipeline.book.all_open()]
+
+    def _publish(self, pubs: list[Publication]) -> None:
+        for p in pubs:
+            confirmed = self.link.publish(p.topic, p.payload, p.qos, p.retain)
+            if p.outbox_id is None:
+                if confirmed is None:
+                    self.dropped_publications += 1
+            elif confirmed is None:
+                self._resend = True  # still in the outbox: tried again with the next batch
+            else:
+                self._inflight[p.outbox_id] = confirmed
+
+
+def run_gateway(site: Site, broker: str, data: pathlib.Path, root: str) -> int:
+    """Run until SIGINT/SIGTERM; return the exit code."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        url = BrokerUrl.parse(broker)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    gateway = Gateway(site, url, data, root)
+    stop = threading.Event()
+
+    def _signal(_sig: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _signal)
+    signal.signal(signal.SIGINT, _signal)
+    gateway.start()
+    log.info(
+        "巡检网关运行中 / Patrol Gateway running: site %s (%s), broker %s, store %s, topics %s/#",
+        site.id,
+        site.name,
+        url,
+        gateway.store_path,
+        gateway.topics.base,
+    )
+    stop.wait()
+    log.info("正在停止 / stopping: %s", gateway.counters)
+    gateway.stop()
+    return 0

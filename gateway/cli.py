@@ -1,0 +1,242 @@
+"""The one command, `patrol-gateway` (contract §7)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import pathlib
+import sys
+from typing import Annotated
+
+import typer
+
+from gateway.config import ConfigError, Site, load_site
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="物业值班经理巡检网关 · Patrol Gateway: MQTT in, a durable record out, live rules.",
+)
+
+ConfigOpt = Annotated[
+    pathlib.Path, typer.Option("--config", "-c", help="站点配置 / the site file (YAML)")
+]
+
+
+def _load(path: pathlib.Path) -> Site:
+    try:
+        return load_site(path)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command("check-config")
+def check_config(path: Annotated[pathlib.Path, typer.Argument(help="the site file")]) -> None:
+    """校验站点配置 · Validate a site file; exit 0, or 1 listing every error."""
+    site = _load(path)
+    typer.echo(
+        f"站点配置有效 / site file is valid: {site.id} ({site.name}), "
+        f"{len(site.people)} people, {len(site.posts)} posts, {len(site.reader_post)} readers, "
+        f"{len(site.equipment)} equipment, time zone {site.tz.key}"
+    )
+
+
+@app.command()
+def replay(
+    events: Annotated[str, typer.Argument(help="JSON-lines file of recorded messages, or -")],
+    config: ConfigOpt,
+    until: Annotated[
+        str | None, typer.Option(help="run the clock up to this instant (default: last message)")
+    ] = None,
+    root: Annotated[str, typer.Option(help="topic root", envvar="PATROL_ROOT")] = "estate",
+    store: Annotated[
+        pathlib.Path | None, typer.Option(help="also keep the record in this SQLite file")
+    ] = None,
+) -> None:
+    """回放 · Replay recorded traffic; print every alert transition as JSON lines."""
+    from gateway.replay import ReplayError, read_events, write_transition
+    from gateway.replay import replay as run_replay
+    from gateway.store.sqlite import SqliteStore
+    from gateway.timeutil import BadTime, parse_instant
+
+    site = _load(config)
+    end: dt.datetime | None = None
+    if until is not None:
+        try:
+            end = parse_instant(until, site.tz)
+        except BadTime as exc:
+            typer.echo(f"--until: {exc}", err=True)
+            raise typer.Exit(2) from None
+    try:
+        handle = sys.stdin if events == "-" else open(events, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        typer.echo(f"无法读取事件文件 / cannot read {events}: {exc.strerror}", err=True)
+        raise typer.Exit(2) from None
+    db = SqliteStore(store) if store is not None else None
+    try:
+        with handle:
+            for transition in run_replay(site, read_events(handle, site.tz), root, end, db):
+                if transition.is_state_change:
+                    write_transition(sys.stdout, transition, site.tz)
+    except ReplayError as exc:
+        typer.echo(f"{events}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        if db is not None:
+            db.close()
+
+
+@app.command()
+def run(
+    config: ConfigOpt,
+    broker: Annotated[
+        str,
+        typer.Option(envvar="PATROL_BROKER", help="mqtt://[user:password@]host:port or mqtts://"),
+    ] = "mqtt://127.0.0.1:1883",
+    data: Annotated[
+        pathlib.Path, typer.Option(envvar="PATROL_DATA", help="store and outbox directory")
+    ] = pathlib.Path("./data"),
+    root: Annotated[str, typer.Option(envvar="PATROL_ROOT", help="topic root")] = "estate",
+) -> None:
+    """运行网关 · Run the gateway against a broker."""
+    from gateway.app import run_gateway
+
+    site = _load(config)
+    raise typer.Exit(run_gateway(site, broker, data, root))
+
+
+@app.command()
+def demo(
+    port: Annotated[
+        int, typer.Option(help="embedded broker port on 127.0.0.1 (0: any free)")
+    ] = 1883,
+    data: Annotated[
+        pathlib.Path | None, typer.Option(help="store directory (default: a fresh temp dir)")
+    ] = None,
+    speed: Annotated[float, typer.Option(help="simulated minutes per real second")] = 1.0,
+    seconds: Annotated[
+        float, typer.Option(help="stop after this many seconds (0: run until Ctrl-C)")
+    ] = 0,
+) -> None:
+    """演示 · The whole system on one machine: embedded broker, store, demo site, simulator."""
+    from gateway.demo.runner import run_demo
+
+    raise typer.Exit(run_demo(port=port, data=data, speed=speed, seconds=seconds))
+
+
+roster_app = typer.Typer(
+    no_args_is_help=True, help="轮值表 · The duty roster: show it, register swaps."
+)
+app.add_typer(roster_app, name="roster")
+
+DataOpt = Annotated[
+    pathlib.Path, typer.Option(envvar="PATROL_DATA", help="the gateway's store directory")
+]
+
+
+def _store_path(site: Site, data: pathlib.Path) -> pathlib.Path:
+    return data / f"{site.id}.sqlite"
+
+
+@roster_app.command("swap")
+def roster_swap(
+    config: ConfigOpt,
+    date: Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"], help="the duty day covered")],
+    manager: Annotated[str, typer.Option(help="the person id who takes the duty")],
+    data: DataOpt = pathlib.Path("./data"),
+) -> None:
+    """登记替班 · Register a swap now; a running gateway on the same --data applies it at once."""
+    from gateway.config.models import Role
+    from gateway.store.sqlite import SqliteStore
+    from gateway.timeutil import iso
+
+    site = _load(config)
+    if not site.has_role(manager, [Role.duty_manager]):
+        typer.echo(
+            f"{manager!r} 不是值班经理 / is not a person with the duty_manager role in {config}",
+            err=True,
+        )
+        raise typer.Exit(1)
+    day = date.date()
+    now = dt.datetime.now(dt.UTC)  # the command line is a composition root: it may read the clock
+    store = SqliteStore(_store_path(site, data))
+    try:
+        store.add_swap(day, manager, now)
+        store.commit()
+    finally:
+        store.close()
+    name = site.people[manager].name
+    typer.echo(f"已登记替班 / swap registered: {day} → {name} ({manager}) at {iso(now, site.tz)}")
+    if now > site.calendar.day_start(day):
+        typer.echo(
+            "注意：当值日已开始，将记录 duty.unregistered_swap / note: the duty day has started, "
+            "so this is recorded as duty.unregistered_swap (4.4: register swaps beforehand)",
+            err=True,
+        )
+
+
+@roster_app.command("show")
+def roster_show(
+    config: ConfigOpt,
+    week: Annotated[
+        str | None, typer.Option(help="ISO week like 2026-W48 (default: this week)")
+    ] = None,
+    data: DataOpt = pathlib.Path("./data"),
+) -> None:
+    """查看轮值表 · Who is on duty each day of a week; swaps are marked *."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from gateway.roster import Roster, Swap
+    from gateway.store.sqlite import SqliteStore
+    from gateway.timeutil import iso
+
+    site = _load(config)
+    if site.config.roster is None:
+        typer.echo("站点配置没有轮值表 / the site file has no roster", err=True)
+        raise typer.Exit(1)
+    now = dt.datetime.now(dt.UTC)
+    try:
+        if week is None:
+            year, number, _ = site.calendar.day_of(now).isocalendar()
+        else:
+            year_text, number_text = week.upper().split("-W")
+            year, number = int(year_text), int(number_text)
+        monday = dt.date.fromisocalendar(year, number, 1)
+    except ValueError:
+        typer.echo(f"--week {week!r}: write an ISO week like 2026-W48", err=True)
+        raise typer.Exit(2) from None
+    roster = Roster(site)
+    path = _store_path(site, data)
+    if path.exists():
+        store = SqliteStore(path)
+        for _, registered in store.swaps_after(0):
+            roster.add(Swap(registered.time, registered.date, registered.manager, "live"))
+        store.close()
+    table = Table(title=f"{site.name} 轮值表 / roster {year}-W{number:02d}")
+    for column in ("日期 date", "星期 day", "值班经理 duty manager", "替班 swap"):
+        table.add_column(column)
+    names = "一二三四五六日"
+    for offset in range(7):
+        day = monday + dt.timedelta(days=offset)
+        rostered = roster.rostered(day)
+        swap = roster.swap_in_effect(day, max(now, site.calendar.day_start(day)))
+        manager = swap.manager if swap else rostered
+        who = site.people[manager].name if manager in site.people else str(manager)
+        note = ""
+        if swap is not None:
+            late = " (late / 逾期登记)" if swap.registered_at > site.calendar.day_start(day) else ""
+            when = iso(swap.registered_at, site.tz)[:16].replace("T", " ")
+            note = f"* {site.people[rostered].name if rostered else '-'} → {who}, "
+            note += f"登记 registered {when}{late}"
+        table.add_row(day.isoformat(), f"周{names[offset]} {day:%a}", f"{who} ({manager})", note)
+    Console().print(table)
+
+
+def main() -> None:
+    """Entry point of the `patrol-gateway` command."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(encoding="utf-8")  # Chinese output whatever the locale says
+    app()

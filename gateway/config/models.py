@@ -1,0 +1,275 @@
+"""The site file as typed models (contract §4). Every field says what it means."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from gateway.timeutil import BadTime, parse_clock, parse_instant
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+ID_RE = re.compile(ID_PATTERN)
+
+Id = Annotated[str, Field(pattern=ID_PATTERN, description="[a-z0-9][a-z0-9_-]{0,63}")]
+
+
+def _clock(text: str) -> str:
+    try:
+        parse_clock(text)
+    except BadTime as exc:
+        raise ValueError(str(exc)) from exc
+    return text
+
+
+Clock = Annotated[str, AfterValidator(_clock), Field(description='local clock time "HH:MM"')]
+
+
+class Role(StrEnum):
+    """Roles of the domain page."""
+
+    duty_manager = "duty_manager"
+    project_head = "project_head"
+    general_manager = "general_manager"
+    admin = "admin"
+    security = "security"
+    customer_service = "customer_service"
+    engineer_weak = "engineer_weak"
+    engineer_equipment = "engineer_equipment"
+    engineer_strong = "engineer_strong"
+
+
+ENGINEERING_ROLES = frozenset({Role.engineer_weak, Role.engineer_equipment, Role.engineer_strong})
+
+
+class PostKind(StrEnum):
+    """What a post is; key posts are usually the first four (4.3)."""
+
+    front_desk = "front_desk"
+    monitoring_center = "monitoring_center"
+    security_post = "security_post"
+    model_home = "model_home"
+    plant_room = "plant_room"
+    other = "other"
+
+
+class Severity(StrEnum):
+    """Alert severities, mildest first."""
+
+    info = "info"
+    warning = "warning"
+    critical = "critical"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteInfo(_Strict):
+    id: Id = Field(description="site id, used in every topic")
+    name: str = Field(description="the name people read, e.g. Z城物业项目")
+    timezone: str = Field("Asia/Shanghai", description="IANA time zone of every clock time")
+    locale: Literal["zh-CN", "en"] = Field("zh-CN", description="language of messages")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r} (e.g. Asia/Shanghai)") from exc
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The site's zone."""
+        return ZoneInfo(self.timezone)
+
+
+class EarlyWarnings(_Strict):
+    enabled: bool | None = Field(
+        None, description="on in `run` and `demo`, off in `replay`, unless set here"
+    )
+    patrol_lead_minutes: float = Field(
+        60, ge=0, description="warn when the quota can only be met with this much slack left"
+    )
+    key_post_lead_minutes: float = Field(
+        60, ge=0, description="warn this long before key_posts_deadline for unsigned key posts"
+    )
+
+
+class Duty(_Strict):
+    day_starts: Clock = Field("08:30", description="duty day boundary (3.6)")
+    work_shift_ends: Clock = Field("18:00", description="end of the work shift (3.6)")
+    check_in_deadline: Clock = Field("09:00", description="the duty manager's first scan by then")
+    handover_post: Id = Field("monitoring-center", description="where both managers scan (4.8)")
+    handover_deadline: Clock = Field("09:00", description="handover.overdue after this")
+    min_patrol_hours: float = Field(4, ge=0, le=24, description="patrol quota per duty day (4.3)")
+    patrol_max_gap_minutes: float = Field(30, gt=0, description="a longer gap ends a session")
+    patrol_deadline: Clock = Field("18:00", description="patrol.hours_short is decided then")
+    key_posts_deadline: Clock = Field("18:00", description="patrol.key_post_missed decided then")
+    absence_fine_yuan: float = Field(100, ge=0, description="4.4, shown in reports")
+    max_clock_skew_seconds: float = Field(300, ge=0, description="a later ts is not trusted")
+    early_warnings: EarlyWarnings = Field(default_factory=EarlyWarnings)
+
+
+def _credential(text: str) -> str:
+    method, sep, value = text.partition(":")
+    if not sep or method not in ("nfc", "qr") or not value:
+        raise ValueError(f'{text!r}: write a credential as "nfc:04A224B1C23380" or "qr:TEXT"')
+    if method == "nfc":
+        uid = normalize_uid(value)
+        if uid is None:
+            raise ValueError(f"{text!r}: an NFC UID is hexadecimal (separators : - space allowed)")
+        return f"nfc:{uid}"
+    return text
+
+
+def normalize_uid(value: str) -> str | None:
+    """Upper-case hex without separators, or None when it is not hex (contract §3)."""
+    uid = re.sub(r"[:\-\s]", "", value).upper()
+    if not uid or not re.fullmatch(r"[0-9A-F]+", uid):
+        return None
+    return uid
+
+
+Credential = Annotated[str, AfterValidator(_credential)]
+
+
+class Person(_Strict):
+    id: Id
+    name: str = Field(description="shown in scan answers and alerts")
+    roles: list[Role] = Field(default_factory=list, description="see the domain page")
+    credentials: list[Credential] = Field(default_factory=list, description='"nfc:UID" / "qr:…"')
+    notify: list[str] = Field(default_factory=list, description="apprise-style URLs")
+
+
+class Rounds(_Strict):
+    every_minutes: float = Field(gt=0, description="round.missed this long after the last one")
+    roles: list[Role] = Field(min_length=1, description="who may walk the round")
+
+
+class Post(_Strict):
+    id: Id
+    name: str
+    kind: PostKind = PostKind.other
+    key: bool = Field(False, description="the duty manager signs here every duty day (4.3)")
+    readers: list[Id] = Field(default_factory=list, description="fixed readers at this post")
+    rounds: Rounds | None = Field(None, description="scheduled rounds (篇5 e)")
+
+
+class Metric(_Strict):
+    unit: str = ""
+    min: float | None = None
+    max: float | None = None
+    expect: bool | None = Field(None, description="a boolean metric's normal value")
+    for_seconds: float = Field(0, ge=0, description="out of range this long before alerting")
+    hysteresis: float = Field(0, ge=0, description="back inside by this much to clear")
+    severity: Severity = Severity.warning
+    latch: bool = Field(False, description="clears only after an engineer's on-site scan")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Metric:
+        if self.expect is not None and (self.min is not None or self.max is not None):
+            raise ValueError("a metric has either expect (boolean) or min/max (number), not both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+class Equipment(_Strict):
+    id: Id
+    name: str
+    post: Id = Field(description="the post where the equipment stands")
+    stale_after_seconds: float | None = Field(None, gt=0, description="equipment.stale")
+    metrics: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,64}$")], Metric] = Field(
+        default_factory=dict
+    )
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _instant_text(value: object) -> object:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return value
+
+
+class Swap(_Strict):
+    date: dt.date = Field(description="the duty day covered")
+    manager: Id = Field(description="who takes the duty")
+    registered_at: str = Field(description="when admin was told (ISO 8601)")
+
+    @field_validator("registered_at", mode="before")
+    @classmethod
+    def _text(cls, value: object) -> object:
+        return _instant_text(value)
+
+    @field_validator("registered_at")
+    @classmethod
+    def _instant(cls, value: str) -> str:
+        try:
+            parse_instant(value, dt.UTC)
+        except BadTime as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
+
+class Roster(_Strict):
+    weekly: dict[Weekday, Id] = Field(description="one duty manager per weekday (3.6)")
+    swaps: list[Swap] = Field(default_factory=list, description="registered swaps (4.4)")
+
+    @field_validator("weekly")
+    @classmethod
+    def _every_day(cls, value: dict[Weekday, str]) -> dict[Weekday, str]:
+        missing = [d for d in WEEKDAYS if d not in value]
+        if missing:
+            raise ValueError(f"the weekly roster names nobody for {', '.join(missing)}")
+        return value
+
+
+class EscalationStep(_Strict):
+    after_minutes: float = Field(ge=0)
+    to: list[str] = Field(min_length=1, description="on_duty, a role id or a person id")
+
+
+class Notify(_Strict):
+    escalation: list[EscalationStep] = Field(default_factory=list)
+
+
+class WalkingLeg(_Strict):
+    between: tuple[Id, Id] = Field(description="two post ids")
+    minutes: float = Field(ge=0, description="the least time to walk from one to the other")
+
+
+class Walking(_Strict):
+    default_minutes: float = Field(
+        1, ge=0, description="least walking time between two different posts"
+    )
+    legs: list[WalkingLeg] = Field(default_factory=list, description="pairs that differ")
+
+
+class SiteConfig(_Strict):
+    """One site file."""
+
+    site: SiteInfo
+    duty: Duty = Field(default_factory=Duty)
+    people: list[Person] = Field(default_factory=list)
+    posts: list[Post] = Field(default_factory=list)
+    equipment: list[Equipment] = Field(default_factory=list)
+    roster: Roster | None = None
+    notify: Notify = Field(default_factory=Notify)
+    walking: Walking = Field(default_factory=Walking, description="for impossible_travel")

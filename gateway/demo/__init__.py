@@ -1,0 +1,1 @@
+"""Self-contained demo helpers (embedded MQTT broker)."""

@@ -1,0 +1,289 @@
+"""`patrol-gateway demo`: embedded broker, gateway and simulated site on one simulated clock.
+
+Everything runs in this process: an amqtt broker on loopback, the gateway with its SQLite store,
+and the site simulator publishing as the demo site's readers and sensors. The gateway is given
+the simulator's clock, so deadlines and alerts follow simulated time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import signal
+import sqlite3
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+import gateway
+from devices.simulator import FaultConfig, Publisher, SimClock, Simulator, demo_start
+from gateway.app import Gateway
+from gateway.config import ConfigError, Site, load_site
+from gateway.demo.broker import EmbeddedBroker, EmbeddedBrokerError
+from gateway.ingest.mqtt import BrokerUrl
+from gateway.timeutil import iso
+
+DEMO_SITE = Path(gateway.__file__).parent / "sites" / "zcity.yaml"
+SEED = 1
+ROOT = "estate"
+LIVE_EVERY_SECONDS = 3.0
+CONNECT_SECONDS = 10.0
+
+
+def run_demo(port: int, data: Path | None, speed: float, seconds: float) -> int:
+    """Run the demo until Ctrl-C / SIGTERM, or for `seconds` (> 0); return the exit code."""
+    out, err = (
+        Console(highlight=False, soft_wrap=True),
+        Console(stderr=True, highlight=False, soft_wrap=True),
+    )
+    if not speed > 0:
+        err.print("--speed 必须大于 0。 / --speed must be above 0 (simulated minutes per second).")
+        return 2
+    try:
+        site = load_site(DEMO_SITE)
+    except ConfigError as exc:
+        err.print(escape(str(exc)))
+        return 1
+    stop = threading.Event()
+    restore = _stop_on_signals(stop)
+    try:
+        broker = EmbeddedBroker(port)
+        try:
+            broker.start()
+        except EmbeddedBrokerError as exc:
+            _broker_failed(err, port, exc)
+            return 1
+        try:
+            store_dir = Path(tempfile.mkdtemp(prefix="patrol-demo-")) if data is None else data
+            return _run(out, err, site, broker, store_dir, data is None, speed, seconds, stop)
+        finally:
+            broker.stop()
+    finally:
+        restore()
+
+
+def _broker_failed(err: Console, port: int, exc: EmbeddedBrokerError) -> None:
+    cause = exc.__cause__
+    if isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
+        err.print(
+            f"[bold red]端口 {port} 已被占用[/]（也许已有 Mosquitto 等 MQTT 代理在运行）。"
+            "请用 --port 换一个端口，或用 [bold]--port 0[/] 自动选择空闲端口。\n"
+            f"[bold red]Port {port} is already in use[/] (perhaps another MQTT broker such as "
+            "Mosquitto is running). Choose another with --port, or use [bold]--port 0[/] to "
+            "pick a free one."
+        )
+    else:
+        err.print(
+            f"内置 MQTT 代理无法启动。 / The embedded MQTT broker could not start: "
+            f"{escape(str(exc))}"
+        )
+
+
+def _run(
+    out: Console,
+    err: Console,
+    site: Site,
+    broker: EmbeddedBroker,
+    store_dir: Path,
+    fresh: bool,
+    speed: float,
+    seconds: float,
+    stop: threading.Event,
+) -> int:
+    store = store_dir / f"{site.id}.sqlite"  # where Gateway keeps it (gateway/app.py)
+    start, seq_base = _resume(store, demo_start(site, dt.datetime.now(dt.UTC)))
+    clock = SimClock(start, speed)
+    # A reading a simulated minute, fewer at high speed: about 60 messages a real second per
+    # equipment at most, which the in-process broker and gateway keep up with.
+    every = max(60.0, float(speed))
+    sim = Simulator(
+        site, SEED, start, FaultConfig(), root=ROOT, reading_every_seconds=every, seq_base=seq_base
+    )
+    # The deadline grace is two real seconds, in simulated time (speed = minutes a second).
+    grace = dt.timedelta(minutes=2 * speed)
+    gw = Gateway(site, BrokerUrl.parse(broker.url), store_dir, root=ROOT, clock=clock, grace=grace)
+    publisher = Publisher(sim, broker.url, clock)
+    failures: list[BaseException] = []
+    thread = threading.Thread(
+        target=_publish, args=(publisher, stop, failures), name="demo-simulator", daemon=True
+    )
+    gw.start()
+    try:
+        if not gw.link.connected.wait(CONNECT_SECONDS):
+            err.print(f"网关无法连接内置代理。 / The gateway could not connect to {broker.url}.")
+            return 1
+        publisher.connect(CONNECT_SECONDS)
+        _banner(out, site, broker, gw.store_path, fresh, start, speed, seconds)
+        thread.start()
+        _watch(out, site, clock, gw, publisher, stop, seconds)
+    except ConnectionError as exc:
+        err.print(f"模拟设备无法连接。 / The simulated devices could not connect: {exc}")
+        return 1
+    finally:
+        stop.set()
+        clock.freeze()  # the gateway shuts down at the instant the simulation ended
+        ended = clock()
+        if thread.is_alive():
+            thread.join(timeout=10)
+        publisher.close()
+        out.print("正在停止… / stopping…")
+        _drain(gw, publisher.published)
+        gw.stop()
+        broker.stop()  # run_demo stops it too, for the paths that never get here
+    if failures:
+        err.print(f"模拟器出错。 / The simulator failed: {escape(repr(failures[0]))}")
+        return 1
+    _final(out, site, ended, gw, publisher, store)
+    return 0
+
+
+def _drain(gw: Gateway, sent: int, seconds: float = 3.0) -> None:
+    """Give what the devices sent a moment to reach the gateway before it stops."""
+    deadline = time.monotonic() + seconds
+    while _counters(gw)["received"] < sent and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _resume(store: Path, default: dt.datetime) -> tuple[dt.datetime, int]:
+    """Start after what an existing store already holds, so re-runs never go back in time and
+    never reuse a (device, seq) the store would drop as a duplicate."""
+    if not store.exists():
+        return default, 0
+    query = (
+        "SELECT max(t), max(s) FROM (SELECT max(time) t, max(seq) s FROM scans"
+        " UNION ALL SELECT max(time), max(seq) FROM readings)"
+    )
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db:
+            last, seq = db.execute(query).fetchone()
+    except sqlite3.Error:
+        return default, 0
+    if last is None:
+        return default, int(seq or 0)
+    after = dt.datetime.fromtimestamp(float(last), dt.UTC).replace(second=0, microsecond=0)
+    return max(default, after + dt.timedelta(minutes=1)), int(seq or 0)
+
+
+def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
+    """Ctrl-C and SIGTERM set `stop`; returns what puts the previous handlers back."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(_sig: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            if old is not None:
+                signal.signal(sig, old)
+
+    return restore
+
+
+def _publish(publisher: Publisher, stop: threading.Event, failures: list[BaseException]) -> None:
+    try:
+        publisher.run(stop)
+    except Exception as exc:  # reported by the main thread, which then stops everything
+        failures.append(exc)
+        stop.set()
+
+
+def _banner(
+    out: Console,
+    site: Site,
+    broker: EmbeddedBroker,
+    store: Path,
+    fresh: bool,
+    start: dt.datetime,
+    speed: float,
+    seconds: float,
+) -> None:
+    where = "临时目录 / a fresh temp dir" if fresh else "--data"
+    until = f"（{seconds:g} 秒后自动停止 / stops by itself after {seconds:g} s）"
+    lines = [
+        "[bold]巡检网关演示 · Patrol Gateway demo[/]",
+        f"  MQTT 代理 / broker : {broker.url}（内置，仅本机 / embedded, loopback only）",
+        f"  站点 / site        : {site.id} {escape(site.name)} ({escape(str(DEMO_SITE))})",
+        f"  存储 / store       : {escape(str(store))}（{where}）",
+        f"  模拟 / simulation  : 从 {_when(site, start)} 起，每真实秒 {speed:g} 模拟分钟，"
+        f"种子 {SEED} / from {_when(site, start)}, {speed:g} simulated min per real second, "
+        f"seed {SEED}",
+        "  查看消息 / watch   : "
+        f"[bold]mosquitto_sub -h {broker.host} -p {broker.port} -t '{ROOT}/#' -v[/]",
+        f"  停止 / stop        : Ctrl-C{until if seconds > 0 else ''}",
+    ]
+    out.print("\n".join(lines))
+
+
+def _when(site: Site, instant: dt.datetime) -> str:
+    return iso(instant, site.tz)[:16].replace("T", " ")
+
+
+def _counters(gw: Gateway) -> Counter[str]:
+    """The gateway's counters, read from this thread for display only."""
+    for _ in range(3):
+        with contextlib.suppress(RuntimeError):  # a key added while copying
+            return Counter(gw.counters)
+    return Counter()
+
+
+def _live_line(site: Site, clock: SimClock, gw: Gateway, publisher: Publisher) -> str:
+    c = _counters(gw)
+    alerts = Counter(a.rule for a in gw.pipeline.book.all_open())
+    which = ", ".join(f"{rule}×{n}" for rule, n in sorted(alerts.items()))
+    return (
+        f"[cyan]{_when(site, clock())}[/]  "
+        f"发送/sent {publisher.published}  收到/received {c['received']}  "
+        f"扫描/scans {c['scan']}  读数/readings {c['reading']}  拒绝/refused {c['rejected']}  "
+        f"未关闭告警/open alerts {sum(alerts.values())}" + (f" ({which})" if which else "")
+    )
+
+
+def _watch(
+    out: Console,
+    site: Site,
+    clock: SimClock,
+    gw: Gateway,
+    publisher: Publisher,
+    stop: threading.Event,
+    seconds: float,
+) -> None:
+    """Print a live line every few seconds until `stop` is set or `seconds` have passed."""
+    began = time.monotonic()
+    end = began + seconds if seconds > 0 else float("inf")
+    next_line = began + LIVE_EVERY_SECONDS
+    while not stop.is_set():
+        now = time.monotonic()
+        if now >= end:
+            return
+        if now >= next_line:
+            out.print(_live_line(site, clock, gw, publisher))
+            next_line += LIVE_EVERY_SECONDS
+        stop.wait(max(0.0, min(next_line, end) - time.monotonic()))
+
+
+def _final(
+    out: Console, site: Site, ended: dt.datetime, gw: Gateway, publisher: Publisher, store: Path
+) -> None:
+    table = Table(title="最终计数 / final counters", show_header=True, header_style="bold")
+    table.add_column("计数 / counter")
+    table.add_column("值 / value", justify="right")
+    table.add_row("sent (simulator)", str(publisher.published))
+    for name, value in sorted(_counters(gw).items()):
+        table.add_row(name, str(value))
+    out.print(table)
+    out.print(
+        f"模拟到 / simulated up to: {_when(site, ended)}\n"
+        f"记录已保存 / the record is kept in: {escape(str(store))}"
+    )

@@ -1,0 +1,103 @@
+"""The typed events the gateway works on; paho never leaks past `ingest/mqtt.py`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Literal
+
+Method = Literal["nfc", "qr"]
+DeviceState = Literal["online", "offline"]
+
+# Scan flags (contract §5, last paragraph): counted, stored, shown; never a refusal.
+CLOCK_SKEW = "clock_skew"
+DUPLICATE_TAP = "duplicate_tap"
+IMPOSSIBLE_TRAVEL = "impossible_travel"
+
+
+@dataclass(frozen=True)
+class Message:
+    """One MQTT message as received: plain, immutable, no paho types."""
+
+    topic: str
+    payload: bytes
+    received_at: dt.datetime
+    qos: int = 0
+    retain: bool = False
+    mid: int = 0
+
+
+@dataclass(frozen=True)
+class Scan:
+    """A credential presented at a fixed reader (contract §3)."""
+
+    reader: str
+    post: str
+    credential: str
+    method: Method
+    person: str | None
+    time: dt.datetime
+    received_at: dt.datetime
+    seq: int | None = None
+    flags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One or more metric values of one equipment at one instant (contract §3)."""
+
+    equipment: str
+    values: dict[str, float | bool]
+    time: dt.datetime
+    received_at: dt.datetime
+    seq: int | None = None
+    flags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    """A reader's or equipment's retained online/offline state."""
+
+    device: str
+    state: DeviceState
+    time: dt.datetime
+    received_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class SwapRegistered:
+    """A roster swap registered while the gateway runs (command line, API); effective at `time`."""
+
+    date: dt.date
+    manager: str
+    time: dt.datetime
+
+
+@dataclass(frozen=True)
+class HandoverConfirmed:
+    """The handover into duty day `date` confirmed through the API (§5 rule 3)."""
+
+    date: dt.date
+    by: str
+    time: dt.datetime
+
+
+Event = Scan | Reading | DeviceStatus | SwapRegistered | HandoverConfirmed
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a message (or part of one) was refused; `code` is what gets counted."""
+
+    code: str
+    detail: str
+    topic: str = ""
+    payload: bytes = b""
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """The outcome of decoding one message: an event, refusals, or both (a partial reading)."""
+
+    event: Event | None = None
+    rejections: tuple[Rejection, ...] = field(default_factory=tuple)

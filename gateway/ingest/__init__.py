@@ -1,0 +1,1 @@
+"""Ingest: topics, payload decoding, and the one module that talks to paho."""

@@ -1,0 +1,233 @@
+"""Turns one raw message into a typed event, or into a refusal a person can act on (§2–§3)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from typing import Any
+
+from gateway.config.models import normalize_uid
+from gateway.config.site import Site
+from gateway.events import (
+    CLOCK_SKEW,
+    Decoded,
+    DeviceStatus,
+    Message,
+    Reading,
+    Rejection,
+    Scan,
+)
+from gateway.ingest.topics import Topics
+from gateway.timeutil import BadTime, parse_instant
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_CREDENTIAL_CHARS = 256
+
+# Chinese first, English second, for operators reading gateway/rejected (contract §2).
+REASONS_ZH = {
+    "bad_topic": "未知主题",
+    "unknown_reader": "未知读卡器",
+    "unknown_equipment": "未知设备",
+    "unknown_device": "未知设备",
+    "unknown_metric": "未声明的测点",
+    "too_large": "消息过大",
+    "empty": "空消息",
+    "not_utf8": "不是 UTF-8 文本",
+    "bad_json": "JSON 无法解析",
+    "bad_field": "字段错误",
+}
+
+
+def reason_text(rejection: Rejection) -> str:
+    """The reason published on gateway/rejected: Chinese, then English."""
+    return f"{REASONS_ZH.get(rejection.code, '已拒绝')} / {rejection.detail}"
+
+
+class _Refused(Exception):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+class Decoder:
+    """Decodes messages for one site; holds no state between messages."""
+
+    def __init__(self, site: Site, topics: Topics) -> None:
+        self.site = site
+        self.topics = topics
+
+    def decode(self, msg: Message) -> Decoded:
+        """Never raises: every failure becomes a `Rejection`."""
+        try:
+            return self._decode(msg)
+        except _Refused as exc:
+            return Decoded(rejections=(self._reject(msg, exc.code, exc.detail),))
+        except Exception as exc:
+            detail = f"internal error while decoding ({type(exc).__name__}); please report it"
+            return Decoded(rejections=(self._reject(msg, "bad_field", detail),))
+
+    def _reject(self, msg: Message, code: str, detail: str) -> Rejection:
+        return Rejection(code, detail, msg.topic, msg.payload[:512])
+
+    def _decode(self, msg: Message) -> Decoded:
+        parsed = self.topics.parse(msg.topic)
+        if isinstance(parsed, str):
+            raise _Refused("bad_topic", parsed)
+        kind, ident = parsed
+        if kind == "scan":
+            if ident not in self.site.reader_post:
+                raise _Refused(
+                    "unknown_reader",
+                    f"reader {ident!r} is not declared: add it to a post's readers in the site",
+                )
+            return Decoded(self._scan(ident, _json_object(msg), msg))
+        if kind == "reading":
+            if ident not in self.site.equipment:
+                raise _Refused(
+                    "unknown_equipment",
+                    f"equipment {ident!r} is not declared: add it under equipment in the site file",
+                )
+            return self._reading(ident, _json_object(msg), msg)
+        if ident not in self.site.devices:
+            raise _Refused(
+                "unknown_device", f"device {ident!r} is neither a declared reader nor equipment"
+            )
+        return Decoded(self._status(ident, msg))
+
+    def _event_time(
+        self, body: dict[str, Any], msg: Message
+    ) -> tuple[dt.datetime, tuple[str, ...]]:
+        """Event time per §1: ts, or receive time; a ts too far ahead is not trusted."""
+        if body.get("ts") is None:
+            return msg.received_at, ()
+        try:
+            ts = parse_instant(body["ts"], self.site.tz)
+        except BadTime as exc:
+            raise _Refused("bad_field", f"ts: {exc}") from exc
+        if ts - msg.received_at > self.site.max_clock_skew:
+            return msg.received_at, (CLOCK_SKEW,)
+        return ts, ()
+
+    def _scan(self, reader: str, body: dict[str, Any], msg: Message) -> Scan:
+        credential, method = body.get("credential"), body.get("method")
+        if method not in ("nfc", "qr"):
+            raise _Refused("bad_field", f'method must be "nfc" or "qr", not {_show(method)}')
+        if not isinstance(credential, str) or not credential.strip():
+            raise _Refused("bad_field", "credential is required: the card UID or the QR text")
+        if len(credential) > MAX_CREDENTIAL_CHARS:
+            raise _Refused("bad_field", f"credential is longer than {MAX_CREDENTIAL_CHARS} chars")
+        if method == "nfc":
+            uid = normalize_uid(credential)
+            if uid is None:
+                raise _Refused("bad_field", f"nfc credential {credential[:40]!r} is not hex")
+            credential = uid
+        person = self.site.person_for(method, credential)
+        time, flags = self._event_time(body, msg)
+        return Scan(
+            reader=reader,
+            post=self.site.reader_post[reader].id,
+            credential=credential,
+            method=method,
+            person=None if person is None else person.id,
+            time=time,
+            received_at=msg.received_at,
+            seq=_seq(body),
+            flags=flags,
+        )
+
+    def _reading(self, equipment: str, body: dict[str, Any], msg: Message) -> Decoded:
+        values = body.get("values")
+        if not isinstance(values, dict) or not values:
+            raise _Refused("bad_field", "values is required: an object of metric → number/boolean")
+        time, flags = self._event_time(body, msg)
+        seq = _seq(body)
+        kept: dict[str, float | bool] = {}
+        refused: list[str] = []
+        for name, value in values.items():
+            problem = self._metric_problem(equipment, str(name), value)
+            if problem:
+                refused.append(problem)
+            else:
+                kept[str(name)] = value if isinstance(value, bool) else float(value)
+        rejections: tuple[Rejection, ...] = ()
+        if refused:
+            code = "unknown_metric" if all("not declared" in r for r in refused) else "bad_field"
+            rejections = (self._reject(msg, code, "; ".join(refused)),)
+        if not kept:
+            return Decoded(rejections=rejections)
+        return Decoded(Reading(equipment, kept, time, msg.received_at, seq, flags), rejections)
+
+    def _metric_problem(self, equipment: str, name: str, value: object) -> str | None:
+        metric = self.site.metric(equipment, name)
+        if metric is None:
+            return f"metric {name[:64]!r} is not declared for {equipment!r} in the site file"
+        if metric.expect is not None:
+            if not isinstance(value, bool):
+                return f"metric {name!r} is a boolean (true/false), not {_show(value)}"
+            return None
+        if isinstance(value, bool):
+            # A boolean metric that has no `expect` is still fine as a state.
+            return None if metric.min is None and metric.max is None else f"{name!r} is numeric"
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            return f"metric {name!r} must be a finite number, not {_show(value)}"
+        return None
+
+    def _status(self, device: str, msg: Message) -> DeviceStatus:
+        text = _text(msg).strip()
+        state: object = text.lower()
+        ts: object = None
+        if text.startswith("{"):
+            body = _json_object(msg)
+            state, ts = body.get("state"), body.get("ts")
+        if state not in ("online", "offline"):
+            raise _Refused("bad_field", f'status must be "online" or "offline", not {_show(state)}')
+        time = msg.received_at
+        if ts is not None:
+            time, _ = self._event_time({"ts": ts}, msg)
+        return DeviceStatus(
+            device, "online" if state == "online" else "offline", time, msg.received_at
+        )
+
+
+def _text(msg: Message) -> str:
+    if not msg.payload:
+        raise _Refused("empty", "the payload is empty")
+    if len(msg.payload) > MAX_PAYLOAD_BYTES:
+        raise _Refused(
+            "too_large", f"payload is {len(msg.payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}"
+        )
+    try:
+        return msg.payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Refused("not_utf8", "the payload is not UTF-8 text (binary?)") from exc
+
+
+def _json_object(msg: Message) -> dict[str, Any]:
+    text = _text(msg)
+    try:
+        body = json.loads(text, parse_constant=_no_constant)
+    except (json.JSONDecodeError, ValueError, RecursionError) as exc:
+        raise _Refused("bad_json", f"not JSON: {str(exc)[:120]}") from exc
+    if not isinstance(body, dict):
+        raise _Refused("bad_json", f"expected a JSON object {{…}}, got {type(body).__name__}")
+    return body
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _seq(body: dict[str, Any]) -> int | None:
+    seq = body.get("seq")
+    if seq is None:
+        return None
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63:
+        raise _Refused("bad_field", f"seq must be a non-negative integer, not {_show(seq)}")
+    return seq
+
+
+def _show(value: object) -> str:
+    text = json.dumps(value, ensure_ascii=False) if value is not None else "missing"
+    return text if len(text) <= 40 else text[:37] + "…"

@@ -1,0 +1,52 @@
+"""Who is duty manager when (3.6, 4.4): the weekly rotation, and swaps from their registration."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from gateway.config.site import Site
+
+
+@dataclass(frozen=True, order=True)
+class Swap:
+    """A registered swap: `manager` covers duty day `date` from `registered_at` on (§4)."""
+
+    registered_at: dt.datetime
+    date: dt.date
+    manager: str
+    source: str = "file"
+
+
+def file_swaps(site: Site) -> list[Swap]:
+    """The swaps written in the site file."""
+    roster = site.config.roster
+    if roster is None:
+        return []
+    return [Swap(site.swap_registered_at(s.registered_at), s.date, s.manager) for s in roster.swaps]
+
+
+class Roster:
+    """The weekly roster and the swaps known so far; answers as of an instant."""
+
+    def __init__(self, site: Site, swaps: list[Swap] | None = None) -> None:
+        self.site = site
+        self.swaps: list[Swap] = sorted(file_swaps(site) + list(swaps or []))
+
+    def add(self, swap: Swap) -> None:
+        """Register one more swap (from the command line or the API)."""
+        self.swaps = sorted([*self.swaps, swap])
+
+    def rostered(self, day: dt.date) -> str | None:
+        """The weekly roster's person for `day`, whatever the swaps say."""
+        return self.site.rostered_manager(day)
+
+    def swap_in_effect(self, day: dt.date, at: dt.datetime) -> Swap | None:
+        """The latest swap for `day` registered at or before `at`."""
+        effective = [s for s in self.swaps if s.date == day and s.registered_at <= at]
+        return effective[-1] if effective else None
+
+    def manager(self, day: dt.date, at: dt.datetime) -> str | None:
+        """The duty manager of `day` as known at instant `at`."""
+        swap = self.swap_in_effect(day, at)
+        return swap.manager if swap is not None else self.rostered(day)

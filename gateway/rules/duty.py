@@ -1,0 +1,351 @@
+"""Rules 1–5 of contract §5 — the duty manager system (3.6, 4.3, 4.4, 4.8, 4.9) — and the
+early warnings that come before rules 4 and 5.
+
+State is the recent scans (three duty days) and the roster; every decision is a pure look at
+them at a deadline instant. Deadlines are the clock times of each duty day, the registration
+instants of swaps written in the site file, and the early-warning instants.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import deque
+from dataclasses import dataclass
+
+from gateway import messages
+from gateway.config.models import Role
+from gateway.config.site import Site
+from gateway.events import Event, HandoverConfirmed, Scan, SwapRegistered
+from gateway.roster import Roster, Swap
+from gateway.rules.engine import RuleContext
+from gateway.rules.patrol_time import patrol_time
+
+ABSENT = "duty.absent"
+UNREGISTERED_SWAP = "duty.unregistered_swap"
+HANDOVER_OVERDUE = "handover.overdue"
+HOURS_SHORT = "patrol.hours_short"
+KEY_POST_MISSED = "patrol.key_post_missed"
+HOURS_AT_RISK = "patrol.hours_at_risk"
+KEY_POST_AT_RISK = "patrol.key_post_at_risk"
+
+CHECK_IN_LEAD = dt.timedelta(minutes=30)  # the window opens 30 min before day_starts (§5)
+
+
+@dataclass(frozen=True)
+class Signed:
+    """One scan by a known person, as the duty rules need it."""
+
+    time: dt.datetime
+    person: str
+    post: str
+
+
+class DutyRules:
+    """Duty, handover and patrol rules for one site."""
+
+    def __init__(
+        self, site: Site, roster: Roster, start: dt.datetime, early_warnings: bool
+    ) -> None:
+        self.site = site
+        self.cal = site.calendar
+        self.roster = roster
+        self.start = start
+        self.early = early_warnings
+        duty = site.config.duty
+        self.quota = dt.timedelta(hours=duty.min_patrol_hours)
+        self.max_gap = dt.timedelta(minutes=duty.patrol_max_gap_minutes)
+        self.patrol_lead = dt.timedelta(minutes=duty.early_warnings.patrol_lead_minutes)
+        self.key_lead = dt.timedelta(minutes=duty.early_warnings.key_post_lead_minutes)
+        self.key_posts = [p.id for p in site.config.posts if p.key]
+        self.handover_post = duty.handover_post
+        self.scans: deque[Signed] = deque()
+        self.confirmed: set[dt.date] = set()
+        self.fired_until = start
+
+    # -- facts -------------------------------------------------------------------------------
+
+    def deadline(self, day: dt.date, name: str) -> dt.datetime:
+        """The instant of the `duty` clock time `name` within duty day `day`."""
+        return self.cal.deadline(day, self.site.clock(name))
+
+    def scans_of(self, person: str, since: dt.datetime, until: dt.datetime) -> list[Signed]:
+        """`person`'s scans in [since, until]."""
+        return [s for s in self.scans if s.person == person and since <= s.time <= until]
+
+    def check_in_window(self, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+        """[day_starts − 30 min, check_in_deadline] of `day`."""
+        return self.cal.day_start(day) - CHECK_IN_LEAD, self.deadline(day, "check_in_deadline")
+
+    def outgoing(self, day: dt.date, at: dt.datetime) -> str | None:
+        """The manager handing over into `day`: the duty manager of the day before."""
+        return self.roster.manager(day - dt.timedelta(days=1), at)
+
+    def handover_done(self, day: dt.date, at: dt.datetime) -> bool:
+        """Both managers scanned at the handover post since day_starts − 30 min, or confirmed."""
+        if day in self.confirmed:
+            return True
+        since = self.cal.day_start(day) - CHECK_IN_LEAD
+        needed = {m for m in (self.outgoing(day, at), self.roster.manager(day, at)) if m}
+        signed = {
+            s.person for s in self.scans if s.post == self.handover_post and since <= s.time <= at
+        }
+        return needed <= signed
+
+    def patrolled(self, day: dt.date, at: dt.datetime) -> dt.timedelta:
+        """The duty manager's patrol time in `day` up to `at`."""
+        manager = self.roster.manager(day, at)
+        if manager is None:
+            return dt.timedelta(0)
+        times = [s.time for s in self.scans_of(manager, self.cal.day_start(day), at)]
+        return patrol_time(times, self.max_gap)
+
+    def signed_posts(self, day: dt.date, at: dt.datetime) -> dict[str, dt.datetime]:
+        """Key posts the duty manager of `day` signed since day_starts, with the first time."""
+        manager = self.roster.manager(day, at)
+        out: dict[str, dt.datetime] = {}
+        if manager is None:
+            return out
+        for s in self.scans_of(manager, self.cal.day_start(day), at):
+            if s.post in self.key_posts:
+                out.setdefault(s.post, s.time)
+        return out
+
+    def hours_warning_at(self, day: dt.date, at: dt.datetime) -> dt.datetime:
+        """When the quota can only just be met with `patrol_lead` to spare."""
+        missing = self.quota - self.patrolled(day, at)
+        return self.deadline(day, "patrol_deadline") - missing - self.patrol_lead
+
+    # -- rule interface ----------------------------------------------------------------------
+
+    def on_event(self, ctx: RuleContext, event: Event) -> None:
+        """Scans sign; swaps and confirmations change who is on duty and what is complete."""
+        if isinstance(event, Scan) and event.person is not None:
+            self._on_scan(ctx, Signed(event.time, event.person, event.post))
+        elif isinstance(event, SwapRegistered):
+            swap = Swap(event.time, event.date, event.manager, "live")
+            self._swap_takes_effect(ctx, swap, register=True)
+        elif isinstance(event, HandoverConfirmed):
+            self.confirmed.add(event.date)
+            ctx.clear(HANDOVER_OVERDUE, event.date.isoformat())
+
+    def next_deadline(self) -> dt.datetime | None:
+        """The earliest pending instant after `fired_until`."""
+        pending = [t for t in self._candidates() if t > self.fired_until]
+        return min(pending, default=None)
+
+    def on_deadline(self, ctx: RuleContext) -> None:
+        """Decide everything due at `ctx.now`."""
+        now = ctx.now
+        for swap in self.roster.swaps:
+            if swap.registered_at == now and swap.source == "file":
+                self._swap_takes_effect(ctx, swap, register=False)
+        for day in self._days(now):
+            if now == self.deadline(day, "check_in_deadline"):
+                self._check_in(ctx, day)
+            if now == self.deadline(day, "handover_deadline") and not self.handover_done(day, now):
+                ctx.raise_(
+                    HANDOVER_OVERDUE,
+                    day.isoformat(),
+                    "warning",
+                    self._text(HANDOVER_OVERDUE, date=day.isoformat()),
+                    {
+                        "date": day.isoformat(),
+                        "outgoing": self.outgoing(day, now),
+                        "incoming": self.roster.manager(day, now),
+                    },
+                )
+            if now == self.deadline(day, "patrol_deadline"):
+                self._patrol_deadline(ctx, day)
+            if now == self.deadline(day, "key_posts_deadline"):
+                self._key_posts_deadline(ctx, day)
+            if self.early:
+                self._early_warnings(ctx, day)
+        self.fired_until = now
+        self._prune(now)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _text(self, key: str, **values: object) -> str:
+        return messages.text(self.site.config.site.locale, key, **values)
+
+    def _name(self, person: str | None) -> str:
+        who = self.site.people.get(person) if person else None
+        return who.name if who else str(person)
+
+    def _days(self, at: dt.datetime) -> list[dt.date]:
+        today = self.cal.day_of(at)
+        return [today - dt.timedelta(days=1), today, today + dt.timedelta(days=1)]
+
+    def _candidates(self) -> list[dt.datetime]:
+        out = [s.registered_at for s in self.roster.swaps if s.source == "file"]
+        for day in self._days(self.fired_until):
+            out += [
+                self.deadline(day, name)
+                for name in (
+                    "check_in_deadline",
+                    "handover_deadline",
+                    "patrol_deadline",
+                    "key_posts_deadline",
+                )
+            ]
+            if self.early:
+                key = self.deadline(day, "key_posts_deadline")
+                out += [key - self.key_lead, self.cal.day_start(day)]
+                out.append(self.hours_warning_at(day, self.fired_until))
+        return out
+
+    def _on_scan(self, ctx: RuleContext, scan: Signed) -> None:
+        self.scans.append(scan)
+        ctx.clear(ABSENT, scan.person)  # their first scan after the deadline (rule 1)
+        for day in {self.cal.day_of(scan.time), self.cal.day_of(scan.time + CHECK_IN_LEAD)}:
+            if ctx.book.get(HANDOVER_OVERDUE, day.isoformat()) and self.handover_done(day, ctx.now):
+                ctx.clear(HANDOVER_OVERDUE, day.isoformat())
+        day = self.cal.day_of(scan.time)
+        if self.roster.manager(day, ctx.now) == scan.person:
+            if self.patrolled(day, ctx.now) >= self.quota:
+                ctx.clear(HOURS_AT_RISK, scan.person)
+            if scan.post in self.key_posts:
+                ctx.clear(KEY_POST_AT_RISK, scan.post)
+
+    def _swap_takes_effect(self, ctx: RuleContext, swap: Swap, register: bool) -> None:
+        before = self.roster.manager(swap.date, swap.registered_at - dt.timedelta(microseconds=1))
+        if register:
+            self.roster.add(swap)
+        if swap.registered_at < self.start:
+            return
+        if before is not None and before != swap.manager:
+            ctx.clear(ABSENT, before)  # the duty is covered (rule 1)
+        if swap.registered_at > self.cal.day_start(swap.date):
+            rostered = self.roster.rostered(swap.date)
+            if rostered is not None:
+                ctx.raise_(
+                    UNREGISTERED_SWAP,
+                    rostered,
+                    "warning",
+                    self._text(
+                        "duty.unregistered_swap.late",
+                        date=swap.date.isoformat(),
+                        name=self._name(rostered),
+                        stand_in=self._name(swap.manager),
+                    ),
+                    {
+                        "date": swap.date.isoformat(),
+                        "case": "registered_late",
+                        "stand_in": swap.manager,
+                    },
+                )
+
+    def _check_in(self, ctx: RuleContext, day: dt.date) -> None:
+        since, until = self.check_in_window(day)
+        manager = self.roster.manager(day, ctx.now)
+        if manager is None or self.scans_of(manager, since, until):
+            return
+        ctx.raise_(
+            ABSENT,
+            manager,
+            "critical",
+            self._text(ABSENT, date=day.isoformat(), name=self._name(manager)),
+            {"date": day.isoformat(), "fine_yuan": self.site.config.duty.absence_fine_yuan},
+        )
+        if self.roster.swap_in_effect(day, ctx.now) is not None:
+            return
+        outgoing = self.outgoing(day, ctx.now)
+        stand_ins = sorted(
+            {
+                s.person
+                for s in self.scans
+                if s.post == self.handover_post
+                and since <= s.time <= until
+                and s.person not in (manager, outgoing)
+                and self.site.has_role(s.person, [Role.duty_manager])
+            }
+        )
+        if stand_ins:
+            ctx.raise_(
+                UNREGISTERED_SWAP,
+                manager,
+                "warning",
+                self._text(
+                    "duty.unregistered_swap.stand_in",
+                    date=day.isoformat(),
+                    name=self._name(manager),
+                    stand_in=self._name(stand_ins[0]),
+                ),
+                {"date": day.isoformat(), "case": "stand_in", "stand_in": stand_ins[0]},
+            )
+
+    def _patrol_deadline(self, ctx: RuleContext, day: dt.date) -> None:
+        manager = self.roster.manager(day, ctx.now)
+        if manager is None:
+            return
+        done = self.patrolled(day, ctx.now)
+        ctx.clear(HOURS_AT_RISK, manager)
+        if done < self.quota:
+            minutes = int(done.total_seconds() // 60)
+            ctx.raise_(
+                HOURS_SHORT,
+                manager,
+                "critical",
+                self._text(
+                    HOURS_SHORT,
+                    date=day.isoformat(),
+                    name=self._name(manager),
+                    hours=f"{minutes // 60}:{minutes % 60:02d}",
+                ),
+                {
+                    "date": day.isoformat(),
+                    "patrol_minutes": minutes,
+                    "required_minutes": int(self.quota.total_seconds() // 60),
+                },
+            )
+
+    def _key_posts_deadline(self, ctx: RuleContext, day: dt.date) -> None:
+        signed = self.signed_posts(day, ctx.now)
+        for post in self.key_posts:
+            ctx.clear(KEY_POST_AT_RISK, post)
+            if post not in signed:
+                ctx.raise_(
+                    KEY_POST_MISSED,
+                    post,
+                    "warning",
+                    self._text(KEY_POST_MISSED, post=self.site.posts[post].name),
+                    {"date": day.isoformat(), "manager": self.roster.manager(day, ctx.now)},
+                )
+
+    def _early_warnings(self, ctx: RuleContext, day: dt.date) -> None:
+        now = ctx.now
+        start = self.cal.day_start(day)
+        key_deadline = self.deadline(day, "key_posts_deadline")
+        if key_deadline - self.key_lead <= now < key_deadline:
+            signed = self.signed_posts(day, now)
+            for post in self.key_posts:
+                if post not in signed and ctx.book.get(KEY_POST_AT_RISK, post) is None:
+                    ctx.raise_(
+                        KEY_POST_AT_RISK,
+                        post,
+                        "info",
+                        self._text(KEY_POST_AT_RISK, post=self.site.posts[post].name),
+                        {"date": day.isoformat(), "deadline": key_deadline.isoformat()},
+                    )
+        patrol_deadline = self.deadline(day, "patrol_deadline")
+        manager = self.roster.manager(day, now)
+        if (
+            manager is not None
+            and start <= now < patrol_deadline
+            and self.hours_warning_at(day, now) <= now
+            and self.patrolled(day, now) < self.quota
+            and ctx.book.get(HOURS_AT_RISK, manager) is None
+        ):
+            done = int(self.patrolled(day, now).total_seconds() // 60)
+            ctx.raise_(
+                HOURS_AT_RISK,
+                manager,
+                "info",
+                self._text(HOURS_AT_RISK, name=self._name(manager), minutes=done),
+                {"date": day.isoformat(), "patrol_minutes": done},
+            )
+
+    def _prune(self, now: dt.datetime) -> None:
+        horizon = self.cal.day_start(self.cal.day_of(now) - dt.timedelta(days=2))
+        while self.scans and self.scans[0].time < horizon:
+            self.scans.popleft()

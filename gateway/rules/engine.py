@@ -1,0 +1,148 @@
+"""One engine for live and replay: events in event order, deadlines on an injected clock.
+
+Ordering (contract §5): a scan or reading whose time equals a deadline counts as on time, so an
+event at instant t is handled before the deadlines at t fire; deadlines before t fire first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Protocol, TypeVar
+
+from gateway.alerts.book import AlertBook, Transition
+from gateway.config.site import Site
+from gateway.events import Event
+
+T = TypeVar("T")
+
+
+class RuleContext:
+    """What a rule may do: read the site and the book, raise and clear alerts at `now`."""
+
+    def __init__(self, site: Site, book: AlertBook, now: dt.datetime) -> None:
+        self.site = site
+        self.book = book
+        self.now = now
+        self.transitions: list[Transition] = []
+
+    def raise_(
+        self,
+        rule: str,
+        subject: str,
+        severity: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Open (or update) the alert for (rule, subject) at `now`."""
+        self.transitions.append(
+            self.book.raise_(rule, subject, severity, self.now, message, details)
+        )
+
+    def clear(self, rule: str, subject: str) -> None:
+        """Close the alert for (rule, subject) at `now`, if one is open."""
+        transition = self.book.clear(rule, subject, self.now)
+        if transition is not None:
+            self.transitions.append(transition)
+
+
+class Rule(Protocol):
+    """A rule: reacts to events, and may ask to be woken at a deadline."""
+
+    def on_event(self, ctx: RuleContext, event: Event) -> None:
+        """Update state for one event; raise or clear through `ctx`."""
+
+    def next_deadline(self) -> dt.datetime | None:
+        """The next instant this rule must be woken, or None."""
+
+    def on_deadline(self, ctx: RuleContext) -> None:
+        """Called with `ctx.now` equal to the deadline returned by `next_deadline`."""
+
+
+class Engine:
+    """Feeds events and time to the rules; returns the alert transitions they cause."""
+
+    def __init__(self, site: Site, rules: list[Rule], book: AlertBook, start: dt.datetime) -> None:
+        self.site = site
+        self.rules = rules
+        self.book = book
+        self.now = start
+        # Every deadline before fired_through[0] has fired, and the one at it too if [1].
+        self.fired_through: tuple[dt.datetime, bool] = (start, False)
+
+    def process(self, event: Event, at: dt.datetime) -> list[Transition]:
+        """Handle one event received at `at`; deadlines before the event's own time fire first.
+
+        The clock moves to the event's time, not to its receive time: a scan stamped 09:00:00
+        that arrives a second later still counts as on time for a 09:00 deadline (§5). A late
+        event (buffered by a device) does not move the clock back.
+        """
+        when = min(at, event.time)
+        out = self._advance(when, inclusive=False)
+        self.now = max(self.now, when)
+        ctx = RuleContext(self.site, self.book, self.now)
+        for rule in self.rules:
+            rule.on_event(ctx, event)
+        return out + ctx.transitions
+
+    def advance(self, to: dt.datetime) -> list[Transition]:
+        """Move the clock to `to`, firing every deadline up to and including it."""
+        return self._advance(to, inclusive=True)
+
+    def find(self, kind: type[T]) -> T | None:
+        """The rule of a given class, if the engine has one (for status displays)."""
+        return next((r for r in self.rules if isinstance(r, kind)), None)
+
+    def next_deadline(self) -> dt.datetime | None:
+        """The earliest pending deadline of any rule."""
+        pending = [d for d in (r.next_deadline() for r in self.rules) if d is not None]
+        return min(pending, default=None)
+
+    def _advance(self, to: dt.datetime, inclusive: bool) -> list[Transition]:
+        out: list[Transition] = []
+        while True:
+            due = [
+                (d, i)
+                for i, d in enumerate(r.next_deadline() for r in self.rules)
+                if d is not None and (d < to or (inclusive and d == to))
+            ]
+            if not due:
+                break
+            when, index = min(due)
+            self.now = max(self.now, when)
+            ctx = RuleContext(self.site, self.book, when)
+            self.rules[index].on_deadline(ctx)
+            out += ctx.transitions
+            if self.rules[index].next_deadline() == when:
+                raise RuntimeError(
+                    f"rule {type(self.rules[index]).__name__} did not move its deadline"
+                )
+        self.now = max(self.now, to)
+        self.fired_through = max(self.fired_through, (to, inclusive))
+        return out
+
+    def catch_up(self, through: tuple[dt.datetime, bool]) -> list[Transition]:
+        """Fire the deadlines up to a `fired_through` mark (used to rebuild after a restart)."""
+        return self._advance(*through)
+
+
+def build_rules(site: Site, start: dt.datetime, live: bool) -> list[Rule]:
+    """Every rule this gateway enforces, for one site; `start` is when counting starts.
+
+    Early warnings are on in `run`/`demo` (`live`) and off in `replay`, unless the site file
+    says otherwise (duty.early_warnings.enabled), so replayed transitions stay exact.
+    """
+    from gateway.roster import Roster
+    from gateway.rules.devices import DeviceOffline, UnknownCredential
+    from gateway.rules.duty import DutyRules
+    from gateway.rules.equipment import EquipmentRules
+    from gateway.rules.rounds import Rounds
+
+    setting = site.config.duty.early_warnings.enabled
+    early = live if setting is None else setting
+    return [
+        DeviceOffline(),
+        UnknownCredential(),
+        DutyRules(site, Roster(site), start, early),
+        Rounds(site, start),
+        EquipmentRules(site, start),
+    ]

@@ -1,0 +1,176 @@
+"""Rules 7 and 8 of contract §5: equipment.out_of_range and equipment.stale (篇3–篇5)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from gateway import messages
+from gateway.config.models import ENGINEERING_ROLES, Metric
+from gateway.config.site import Site
+from gateway.events import Event, Reading, Scan
+from gateway.rules.engine import RuleContext
+
+OUT_OF_RANGE = "equipment.out_of_range"
+STALE = "equipment.stale"
+
+
+def is_out(metric: Metric, value: float | bool) -> bool:
+    """Below min, above max, or a boolean other than `expect` (the limits themselves are inside)."""
+    if metric.expect is not None:
+        return bool(value) != metric.expect
+    if isinstance(value, bool):
+        return False
+    return (metric.min is not None and value < metric.min) or (
+        metric.max is not None and value > metric.max
+    )
+
+
+def is_back(metric: Metric, value: float | bool) -> bool:
+    """Inside by at least the hysteresis: the condition for clearing."""
+    if metric.expect is not None:
+        return bool(value) == metric.expect
+    if isinstance(value, bool):
+        return True
+    h = metric.hysteresis
+    return (metric.min is None or value >= metric.min + h) and (
+        metric.max is None or value <= metric.max - h
+    )
+
+
+def limits(metric: Metric) -> str:
+    """The normal range, for messages."""
+    if metric.expect is not None:
+        return f"= {str(metric.expect).lower()}"
+    parts = []
+    if metric.min is not None:
+        parts.append(f"≥ {metric.min:g}")
+    if metric.max is not None:
+        parts.append(f"≤ {metric.max:g}")
+    return ", ".join(parts)
+
+
+@dataclass
+class _MetricState:
+    out_since: dt.datetime | None = None  # first reading of the current out-of-range stretch
+    value: float | bool | None = None
+    back: bool = False  # latched alert: the value is back; an on-site scan will clear it
+
+
+class EquipmentRules:
+    """Out-of-range with duration, hysteresis and latch; staleness per equipment."""
+
+    def __init__(self, site: Site, start: dt.datetime) -> None:
+        self.site = site
+        self.state: dict[tuple[str, str], _MetricState] = {
+            (e.id, m): _MetricState() for e in site.config.equipment for m in e.metrics
+        }
+        self.last_reading: dict[str, dt.datetime] = {
+            e.id: start for e in site.config.equipment if e.stale_after_seconds is not None
+        }
+        self.stale_fired: dict[str, dt.datetime] = {}
+
+    def on_event(self, ctx: RuleContext, event: Event) -> None:
+        """Readings move the metrics; an engineer's scan at the post releases latched alerts."""
+        if isinstance(event, Reading):
+            self._reading(ctx, event)
+        elif isinstance(event, Scan) and self.site.has_role(event.person, ENGINEERING_ROLES):
+            for (equipment, metric), st in self.state.items():
+                if st.back and self.site.equipment[equipment].post == event.post:
+                    st.back = False
+                    ctx.clear(OUT_OF_RANGE, f"{equipment}.{metric}")
+
+    def next_deadline(self) -> dt.datetime | None:
+        """The earliest duration reached or silence too long."""
+        pending = [
+            st.out_since + self._for(eq, m)
+            for (eq, m), st in self.state.items()
+            if st.out_since is not None and self._for(eq, m) > dt.timedelta(0)
+        ]
+        pending += [
+            last + self._stale_after(eq)
+            for eq, last in self.last_reading.items()
+            if self.stale_fired.get(eq) != last
+        ]
+        return min(pending, default=None)
+
+    def on_deadline(self, ctx: RuleContext) -> None:
+        """Raise what is due at `ctx.now`."""
+        for (eq, m), st in self.state.items():
+            if st.out_since is not None and st.out_since + self._for(eq, m) <= ctx.now:
+                self._raise(ctx, eq, m, st)
+        for eq, last in self.last_reading.items():
+            if self.stale_fired.get(eq) != last and last + self._stale_after(eq) <= ctx.now:
+                self.stale_fired[eq] = last
+                seconds = int(self._stale_after(eq).total_seconds())
+                ctx.raise_(
+                    STALE,
+                    eq,
+                    "warning",
+                    self._text(STALE, equipment=self.site.equipment[eq].name, seconds=seconds),
+                    {"last_reading": last.isoformat()},
+                )
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _text(self, key: str, **values: object) -> str:
+        return messages.text(self.site.config.site.locale, key, **values)
+
+    def _for(self, equipment: str, metric: str) -> dt.timedelta:
+        return dt.timedelta(seconds=self.site.equipment[equipment].metrics[metric].for_seconds)
+
+    def _stale_after(self, equipment: str) -> dt.timedelta:
+        return dt.timedelta(seconds=self.site.equipment[equipment].stale_after_seconds or 0)
+
+    def _reading(self, ctx: RuleContext, reading: Reading) -> None:
+        eq = reading.equipment
+        if eq in self.last_reading:
+            if reading.time > self.last_reading[eq]:
+                self.last_reading[eq] = reading.time
+            ctx.clear(STALE, eq)
+        for name, value in reading.values.items():
+            metric = self.site.equipment[eq].metrics[name]
+            st = self.state[(eq, name)]
+            st.value = value
+            subject = f"{eq}.{name}"
+            open_alert = ctx.book.get(OUT_OF_RANGE, subject)
+            if is_out(metric, value):
+                st.back = False
+                if open_alert is None and st.out_since is None:
+                    st.out_since = reading.time
+                    if metric.for_seconds == 0:
+                        self._raise(ctx, eq, name, st)
+                continue
+            st.out_since = None  # the stretch is broken: a pending duration starts over
+            if open_alert is not None and is_back(metric, value):
+                if metric.latch:
+                    st.back = True
+                else:
+                    ctx.clear(OUT_OF_RANGE, subject)
+            elif open_alert is not None:
+                st.back = False
+
+    def _raise(self, ctx: RuleContext, eq: str, name: str, st: _MetricState) -> None:
+        metric = self.site.equipment[eq].metrics[name]
+        since = st.out_since
+        st.out_since = None
+        value = st.value
+        shown = str(value).lower() if isinstance(value, bool) else f"{value:g}"
+        ctx.raise_(
+            OUT_OF_RANGE,
+            f"{eq}.{name}",
+            metric.severity.value,
+            self._text(
+                OUT_OF_RANGE,
+                equipment=self.site.equipment[eq].name,
+                metric=name,
+                value=shown,
+                unit=metric.unit,
+                limits=limits(metric),
+            ),
+            {
+                "value": value,
+                "since": None if since is None else since.isoformat(),
+                "latch": metric.latch,
+            },
+        )

@@ -1,0 +1,43 @@
+"""Suspicious scans are flagged, not refused (contract §5, last paragraph)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+from gateway.config.site import Site
+from gateway.events import DUPLICATE_TAP, IMPOSSIBLE_TRAVEL, Scan
+
+DUPLICATE_TAP_WINDOW = dt.timedelta(seconds=60)
+
+
+class Flagger:
+    """Remembers each credential's last scan; `flag` is pure, `remember` updates."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self._last: dict[str, Scan] = {}
+
+    def flag(self, scan: Scan) -> Scan:
+        """The scan with `duplicate_tap` / `impossible_travel` added where they apply."""
+        previous = self._last.get(self._key(scan))
+        if previous is None:
+            return scan
+        flags = list(scan.flags)
+        gap = abs(scan.time - previous.time)
+        if previous.reader == scan.reader and gap <= DUPLICATE_TAP_WINDOW:
+            flags.append(DUPLICATE_TAP)
+        elif previous.post != scan.post and gap < self.site.walking_time(previous.post, scan.post):
+            flags.append(IMPOSSIBLE_TRAVEL)
+        return dataclasses.replace(scan, flags=tuple(flags)) if flags != list(scan.flags) else scan
+
+    def remember(self, scan: Scan) -> None:
+        """Keep the scan as its credential's latest (a late scan does not replace a newer one)."""
+        key = self._key(scan)
+        previous = self._last.get(key)
+        if previous is None or scan.time >= previous.time:
+            self._last[key] = scan
+
+    @staticmethod
+    def _key(scan: Scan) -> str:
+        return scan.person or f"{scan.method}:{scan.credential}"

@@ -1,0 +1,63 @@
+"""Rule 6 of contract §5: round.missed — scheduled rounds at plant rooms (篇5 e)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from gateway import messages
+from gateway.config.site import Site
+from gateway.events import Event, Scan
+from gateway.rules.engine import RuleContext
+
+ROUND_MISSED = "round.missed"
+
+
+class Rounds:
+    """Raised `every_minutes` after the last qualifying scan (or the start); cleared by the next."""
+
+    def __init__(self, site: Site, start: dt.datetime) -> None:
+        self.site = site
+        self.posts = {p.id: p.rounds for p in site.config.posts if p.rounds is not None}
+        self.last: dict[str, dt.datetime] = dict.fromkeys(self.posts, start)
+        self.fired: dict[str, dt.datetime] = {}  # post → the `last` its alert was raised for
+
+    def due(self, post: str) -> dt.datetime:
+        """When the next round at `post` is due."""
+        rounds = self.posts[post]
+        assert rounds is not None
+        return self.last[post] + dt.timedelta(minutes=rounds.every_minutes)
+
+    def on_event(self, ctx: RuleContext, event: Event) -> None:
+        """A scan by a holder of one of the round's roles is the round."""
+        if not isinstance(event, Scan) or event.post not in self.posts:
+            return
+        rounds = self.posts[event.post]
+        assert rounds is not None
+        if not self.site.has_role(event.person, rounds.roles):
+            return
+        self.last[event.post] = max(self.last[event.post], event.time)
+        ctx.clear(ROUND_MISSED, event.post)
+
+    def next_deadline(self) -> dt.datetime | None:
+        """The earliest round due that has not been raised yet."""
+        pending = [self.due(p) for p in self.posts if self.fired.get(p) != self.last[p]]
+        return min(pending, default=None)
+
+    def on_deadline(self, ctx: RuleContext) -> None:
+        """Raise for every post whose round is due now."""
+        for post, rounds in self.posts.items():
+            assert rounds is not None
+            if self.fired.get(post) != self.last[post] and self.due(post) <= ctx.now:
+                self.fired[post] = self.last[post]
+                ctx.raise_(
+                    ROUND_MISSED,
+                    post,
+                    "warning",
+                    messages.text(
+                        self.site.config.site.locale,
+                        ROUND_MISSED,
+                        post=self.site.posts[post].name,
+                        minutes=f"{rounds.every_minutes:g}",
+                    ),
+                    {"last_round": self.last[post].isoformat(), "roles": list(rounds.roles)},
+                )

@@ -1,0 +1,92 @@
+"""Instants and duty days (contract §1). Nothing here reads the wall clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+UTC = dt.UTC
+_MS_EPOCH_THRESHOLD = 10**11  # contract §1: larger epochs are milliseconds
+
+
+class BadTime(ValueError):
+    """A time value that cannot be read."""
+
+
+def parse_instant(value: object, tz: dt.tzinfo) -> dt.datetime:
+    """Read an ISO 8601 string or an epoch number; a naive ISO time is local to `tz`."""
+    if isinstance(value, bool):
+        raise BadTime("a time must be ISO 8601 text or epoch seconds, not true/false")
+    if isinstance(value, int | float):
+        seconds = float(value)
+        if seconds != seconds or seconds in (float("inf"), float("-inf")):
+            raise BadTime("time is not a finite number")
+        if abs(seconds) > _MS_EPOCH_THRESHOLD:
+            seconds /= 1000.0
+        try:
+            return dt.datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise BadTime(f"epoch {value!r} is out of range") from exc
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = dt.datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise BadTime(
+                f"{value[:40]!r} is not ISO 8601 (e.g. 2026-11-27T09:12:03+08:00)"
+            ) from exc
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=tz)
+        return parsed.astimezone(UTC)
+    raise BadTime(f"a time must be ISO 8601 text or epoch seconds, not {type(value).__name__}")
+
+
+def parse_clock(text: str) -> dt.time:
+    """Read a configuration clock time "HH:MM" (or "HH:MM:SS")."""
+    try:
+        value = dt.time.fromisoformat(text)
+    except ValueError as exc:
+        raise BadTime(f'{text!r} is not a clock time like "08:30"') from exc
+    if value.tzinfo is not None:
+        raise BadTime(f"{text!r}: clock times are local to the site; drop the offset")
+    return value
+
+
+def iso(instant: dt.datetime, tz: dt.tzinfo) -> str:
+    """Format an instant in the site's zone with its offset, to the second."""
+    local = instant.astimezone(tz)
+    if local.microsecond:
+        return local.isoformat(timespec="milliseconds")
+    return local.isoformat(timespec="seconds")
+
+
+class DutyCalendar:
+    """Maps instants to duty days and clock times to deadlines within a duty day (§1)."""
+
+    def __init__(self, tz: ZoneInfo, day_starts: dt.time) -> None:
+        self.tz = tz
+        self.day_starts = day_starts
+
+    def local(self, date: dt.date, clock: dt.time) -> dt.datetime:
+        """The instant of `clock` on calendar `date`, local time (folds take the first)."""
+        naive = dt.datetime.combine(date, clock)
+        return naive.replace(tzinfo=self.tz).astimezone(UTC)
+
+    def day_start(self, day: dt.date) -> dt.datetime:
+        """The instant duty day `day` begins."""
+        return self.local(day, self.day_starts)
+
+    def day_of(self, instant: dt.datetime) -> dt.date:
+        """The duty day that contains `instant`."""
+        local = instant.astimezone(self.tz)
+        day = local.date()
+        if local.timetz().replace(tzinfo=None) < self.day_starts:
+            day -= dt.timedelta(days=1)
+        return day
+
+    def deadline(self, day: dt.date, clock: dt.time) -> dt.datetime:
+        """`clock` within duty day `day`: before day_starts means the next calendar date."""
+        date = day if clock >= self.day_starts else day + dt.timedelta(days=1)
+        return self.local(date, clock)

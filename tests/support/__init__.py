@@ -1,0 +1,1 @@
+"""Test helpers: a private Mosquitto broker and a paho test client."""

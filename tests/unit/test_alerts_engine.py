@@ -1,0 +1,130 @@
+"""The alert book (§5, §6) and the engine's ordering of events and deadlines."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from gateway.alerts import AlertBook, alert_id
+from gateway.config import Site
+from gateway.events import DeviceStatus, Event
+from gateway.rules.engine import Engine, RuleContext
+
+T0 = dt.datetime(2026, 11, 27, 1, 0, tzinfo=dt.UTC)
+
+
+def at(minutes: float) -> dt.datetime:
+    return T0 + dt.timedelta(minutes=minutes)
+
+
+def test_one_open_alert_per_rule_and_subject() -> None:
+    """A repeated condition updates the open alert; after closing, it raises a new one (§5)."""
+    book = AlertBook("zcity")
+    first = book.raise_("device.offline", "gr-2", "warning", at(0), "m1")
+    again = book.raise_("device.offline", "gr-2", "warning", at(5), "m2", {"n": 2})
+    assert (first.change, again.change) == ("open", "update")
+    assert again.alert.id == first.alert.id and again.alert.raised_at == at(0)
+    assert again.alert.details == {"n": 2}
+    closed = book.clear("device.offline", "gr-2", at(10))
+    assert (
+        closed is not None and closed.alert.state == "closed" and closed.alert.cleared_at == at(10)
+    )
+    assert book.clear("device.offline", "gr-2", at(11)) is None
+    reopened = book.raise_("device.offline", "gr-2", "warning", at(20), "m3")
+    assert reopened.change == "open" and reopened.alert.id != first.alert.id
+
+
+def test_acknowledge_keeps_open_or_closes() -> None:
+    """Ack keeps a clearing rule open until it clears; it closes a non-clearing one (§6)."""
+    book = AlertBook("zcity")
+    a = book.raise_("device.offline", "gr-2", "warning", at(0), "m").alert
+    b = book.raise_("scan.unknown_credential", "fd-1", "warning", at(0), "m").alert
+    ack = book.acknowledge(a.id, at(1), "chen-jie", "checking")
+    assert ack is not None and ack.alert.state == "acknowledged"
+    assert ack.alert.acknowledged_by == "chen-jie" and ack.comment == "checking"
+    assert book.get("device.offline", "gr-2") is not None
+    closing = book.acknowledge(b.id, at(2), "chen-jie", close=True)
+    assert closing is not None and closing.alert.state == "closed"
+    assert book.get("scan.unknown_credential", "fd-1") is None
+    assert book.acknowledge("no-such-id", at(3), "x") is None
+
+
+def test_alert_ids_are_stable_and_distinct() -> None:
+    """The same alert gets the same id in a replay and after a restart; others differ."""
+    assert alert_id("s", "r", "x", at(0)) == alert_id("s", "r", "x", at(0))
+    assert alert_id("s", "r", "x", at(0)) != alert_id("s", "r", "x", at(1))
+    assert alert_id("s", "r", "x", at(0)) != alert_id("s", "r", "y", at(0))
+
+
+class Deadline:
+    """A test rule: raises "t.deadline" at a fixed instant unless an event came by then."""
+
+    def __init__(self, when: dt.datetime) -> None:
+        self.when: dt.datetime | None = when
+        self.seen: list[dt.datetime] = []
+
+    def on_event(self, ctx: RuleContext, event: Event) -> None:
+        self.seen.append(ctx.now)
+        if self.when is not None and event.time <= self.when:
+            self.when = None
+
+    def next_deadline(self) -> dt.datetime | None:
+        return self.when
+
+    def on_deadline(self, ctx: RuleContext) -> None:
+        ctx.raise_("t.deadline", "x", "warning", "late")
+        self.when = None
+
+
+def status(minutes: float, received: float | None = None) -> tuple[DeviceStatus, dt.datetime]:
+    rec = at(received if received is not None else minutes)
+    return DeviceStatus("gr-2", "online", at(minutes), rec), rec
+
+
+def test_event_at_the_deadline_instant_is_on_time(zcity: Site) -> None:
+    """A scan whose time equals a deadline counts as on time (§5)."""
+    rule = Deadline(at(30))
+    engine = Engine(zcity, [rule], AlertBook("zcity"), at(0))
+    assert engine.process(*status(30)) == []
+    assert engine.advance(at(60)) == []
+
+
+def test_event_received_late_but_stamped_on_time(zcity: Site) -> None:
+    """In flight across the deadline: the event's own time decides, not its arrival."""
+    rule = Deadline(at(30))
+    engine = Engine(zcity, [rule], AlertBook("zcity"), at(0))
+    assert engine.process(*status(30, received=30.05)) == []
+
+
+def test_deadline_before_an_event_fires_first_at_its_instant(zcity: Site) -> None:
+    """Deadlines between two events fire at their own instant, before the later event."""
+    rule = Deadline(at(30))
+    engine = Engine(zcity, [rule], AlertBook("zcity"), at(0))
+    (t,) = engine.process(*status(31))
+    assert t.at == at(30) and t.alert.raised_at == at(30)
+    assert rule.seen == [at(31)]
+
+
+def test_advance_is_inclusive_and_clock_never_goes_back(zcity: Site) -> None:
+    """`advance(t)` fires a deadline at exactly t; a late event does not move the clock back."""
+    rule = Deadline(at(30))
+    engine = Engine(zcity, [rule], AlertBook("zcity"), at(0))
+    assert engine.advance(at(29)) == []
+    assert len(engine.advance(at(30))) == 1
+    engine.process(*status(5, received=40))  # buffered by the device, stamped in the past
+    assert engine.now == at(30)
+    engine.process(*status(45))
+    assert engine.now == at(45)
+
+
+def test_a_rule_that_does_not_move_its_deadline_is_caught(zcity: Site) -> None:
+    """A stuck rule would spin the engine forever; it fails loudly instead."""
+
+    class Stuck(Deadline):
+        def on_deadline(self, ctx: RuleContext) -> None:
+            pass
+
+    engine = Engine(zcity, [Stuck(at(1))], AlertBook("zcity"), at(0))
+    with pytest.raises(RuntimeError, match="did not move"):
+        engine.advance(at(2))

@@ -1,0 +1,115 @@
+"""`patrol-gateway replay` (contract §7) against the shared acceptance scenario."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from gateway.cli import app
+from gateway.config import load_site
+from gateway.replay import ReplayError, read_events, replay
+
+PG = str(pathlib.Path(sys.executable).with_name("patrol-gateway"))
+
+
+def expected(shared_dir: pathlib.Path) -> list[tuple[str, str, str, str]]:
+    path = shared_dir / "scenarios" / "zcity" / "two-days.expected.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [(r["at"], r["rule"], r["subject"], r["state"]) for r in rows]
+
+
+def test_scenario_transitions_exactly(shared_dir: pathlib.Path) -> None:
+    """All 21 transitions of the two-day scenario, nothing else, in time order (§5, §7)."""
+    scenario = shared_dir / "scenarios" / "zcity"
+    site = load_site(scenario / "site.yaml")
+    with (scenario / "two-days.jsonl").open(encoding="utf-8") as handle:
+        got = [
+            (t.at.astimezone(site.tz).isoformat(), t.alert.rule, t.alert.subject, t.alert.state)
+            for t in replay(site, read_events(handle, site.tz))
+            if t.is_state_change
+        ]
+    want = expected(shared_dir)
+    assert len(want) == 21
+    assert sorted(got) == sorted(want)
+    assert [g[0] for g in got] == sorted(g[0] for g in got)  # printed in time order
+
+
+def test_check_scenarios_tool_accepts_the_command(shared_dir: pathlib.Path) -> None:
+    """The outside checker, run on the installed command, finds the scenario exact."""
+    tool = shared_dir / "tools" / "check-scenarios"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(tool),
+            PG,
+            str(shared_dir / "scenarios" / "zcity"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1/1 scenarios exact" in result.stdout
+
+
+ZONE_SITE = """
+site: {id: hq, name: HQ, timezone: America/New_York, locale: en}
+duty: {handover_post: lobby}
+people: [{id: ann, name: Ann, roles: [duty_manager], credentials: ["qr:ANN"]}]
+posts: [{id: lobby, name: Lobby, readers: [l-1]}]
+roster: {weekly: {mon: ann, tue: ann, wed: ann, thu: ann, fri: ann, sat: ann, sun: ann}}
+"""
+
+
+def test_cli_output_is_json_lines_in_site_time(tmp_path: pathlib.Path) -> None:
+    """stdout carries only alert records with `at`, in the site's zone; stdin works as `-`."""
+    site = tmp_path / "site.yaml"
+    site.write_text(ZONE_SITE, encoding="utf-8")
+    events = "\n".join(
+        json.dumps(e)
+        for e in [
+            {
+                "topic": "estate/hq/device/l-1/status",
+                "payload": "offline",
+                "received_at": "2026-07-01T10:00:00-04:00",
+            },
+            {
+                "topic": "estate/hq/reader/l-1/scan",
+                "payload": {"credential": "NOPE", "method": "qr", "ts": 1782921600},
+            },
+            {"topic": "estate/hq/reader/l-1/scan", "payload": {"garbage": True}},
+            {
+                "topic": "estate/hq/device/l-1/status",
+                "payload": {"state": "online"},
+                "received_at": "2026-07-01T17:00:00Z",
+            },
+        ]
+    )
+    result = CliRunner().invoke(app, ["replay", "--config", str(site), "-"], input=events)
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["rule"], r["state"], r["at"]) for r in lines] == [
+        ("device.offline", "open", "2026-07-01T10:00:00-04:00"),
+        ("scan.unknown_credential", "open", "2026-07-01T12:00:00-04:00"),
+        ("device.offline", "closed", "2026-07-01T13:00:00-04:00"),
+    ]
+    assert lines[0]["message"] == "Device l-1 (Lobby) is offline"
+
+
+def test_bad_events_file_says_which_line(tmp_path: pathlib.Path) -> None:
+    """A broken line in the events file stops the replay with its line number (exit 2)."""
+    lines = io.StringIO('{"topic": "a", "payload": "x"}\n\nnot json\n')
+    with pytest.raises(ReplayError, match="line 3"):
+        list(read_events(lines, dt.UTC))
+    site = tmp_path / "site.yaml"
+    site.write_text(ZONE_SITE, encoding="utf-8")
+    result = CliRunner().invoke(app, ["replay", "--config", str(site), "-"], input="[1]\n")
+    assert result.exit_code == 2 and "line 1" in result.stderr

@@ -1,0 +1,89 @@
+"""Instants and duty days (contract §1)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.timeutil import BadTime, DutyCalendar, parse_clock, parse_instant
+
+SH = ZoneInfo("Asia/Shanghai")
+NY = ZoneInfo("America/New_York")
+UTC = dt.UTC
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-11-27T09:12:03+08:00", dt.datetime(2026, 11, 27, 1, 12, 3, tzinfo=UTC)),
+        ("2026-11-27T01:12:03Z", dt.datetime(2026, 11, 27, 1, 12, 3, tzinfo=UTC)),
+        ("2026-11-27T09:12:03", dt.datetime(2026, 11, 27, 1, 12, 3, tzinfo=UTC)),  # site-local
+        (1795741923, dt.datetime(2026, 11, 27, 1, 12, 3, tzinfo=UTC)),
+        (1795741923.5, dt.datetime(2026, 11, 27, 1, 12, 3, 500000, tzinfo=UTC)),
+        (1795741923000, dt.datetime(2026, 11, 27, 1, 12, 3, tzinfo=UTC)),  # milliseconds
+    ],
+)
+def test_parse_instant(value: object, expected: dt.datetime) -> None:
+    """Every form §1 allows is read to the same instant."""
+    assert parse_instant(value, SH) == expected
+
+
+@pytest.mark.parametrize("value", [True, "yesterday", "", None, [1], float("nan"), 10**30])
+def test_parse_instant_refuses(value: object) -> None:
+    """Anything else is a BadTime with a reason, never another exception."""
+    with pytest.raises(BadTime):
+        parse_instant(value, SH)
+
+
+def test_parse_clock() -> None:
+    """Clock times are local and plain."""
+    assert parse_clock("08:30") == dt.time(8, 30)
+    for bad in ("8.30", "25:00", "08:30+08:00"):
+        with pytest.raises(BadTime):
+            parse_clock(bad)
+
+
+def test_duty_day_boundaries() -> None:
+    """08:29:59 belongs to yesterday's duty day, 08:30 to today's (3.6)."""
+    cal = DutyCalendar(SH, dt.time(8, 30))
+    before = dt.datetime(2026, 11, 27, 8, 29, 59, tzinfo=SH)
+    at = dt.datetime(2026, 11, 27, 8, 30, tzinfo=SH)
+    assert cal.day_of(before) == dt.date(2026, 11, 26)
+    assert cal.day_of(at) == dt.date(2026, 11, 27)
+    assert cal.day_start(dt.date(2026, 11, 27)) == at
+
+
+def test_deadline_after_midnight_is_next_calendar_date() -> None:
+    """A "02:00" deadline of duty day D is on D+1 (§1)."""
+    cal = DutyCalendar(SH, dt.time(8, 30))
+    day = dt.date(2026, 11, 27)
+    assert cal.deadline(day, dt.time(2, 0)) == dt.datetime(2026, 11, 28, 2, 0, tzinfo=SH)
+    assert cal.deadline(day, dt.time(18, 0)) == dt.datetime(2026, 11, 27, 18, 0, tzinfo=SH)
+
+
+def test_daylight_saving_day_is_shorter() -> None:
+    """In a zone with DST the duty day is 23 hours on the spring-forward date."""
+    cal = DutyCalendar(NY, dt.time(8, 30))
+    start = cal.day_start(dt.date(2026, 3, 7))
+    end = cal.day_start(dt.date(2026, 3, 8))
+    assert end - start == dt.timedelta(hours=23)
+
+
+@given(
+    st.datetimes(
+        min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2090, 1, 1), timezones=st.just(UTC)
+    ),
+    st.sampled_from([SH, NY, ZoneInfo("Europe/Berlin"), ZoneInfo("Australia/Lord_Howe")]),
+    st.times(),
+)
+def test_every_instant_lies_in_its_duty_day(
+    instant: dt.datetime, tz: ZoneInfo, starts: dt.time
+) -> None:
+    """day_of(t) is the duty day whose interval contains t, in any zone and any boundary."""
+    cal = DutyCalendar(tz, starts.replace(microsecond=0))
+    day = cal.day_of(instant)
+    assert cal.day_start(day) <= instant < cal.day_start(day + dt.timedelta(days=1))
