@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
+from gateway.clock import ScaledClock, wall_clock
 from gateway.config.site import Site
 from gateway.events import Message
 from gateway.ingest.mqtt import BrokerUrl, MqttLink
@@ -35,11 +36,6 @@ BATCH_MAX = 500
 # is still in flight counts as on time (§5); the alert still carries the deadline instant.
 DEADLINE_GRACE = dt.timedelta(seconds=2)
 IDLE_WAIT_SECONDS = 0.25
-
-
-def wall_clock() -> dt.datetime:
-    """The real time; only the composition root reads it, rules get it injected."""
-    return dt.datetime.now(dt.UTC)
 
 
 class Gateway:
@@ -225,7 +221,9 @@ class Gateway:
                 self._inflight[p.outbox_id] = confirmed
 
 
-def run_gateway(site: Site, broker: str, data: pathlib.Path, root: str) -> int:
+def run_gateway(
+    site: Site, broker: str, data: pathlib.Path, root: str, clock: Clock = wall_clock
+) -> int:
     """Run until SIGINT/SIGTERM; return the exit code."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -235,7 +233,9 @@ def run_gateway(site: Site, broker: str, data: pathlib.Path, root: str) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 2
-    gateway = Gateway(site, url, data, root)
+    # The grace is two real seconds; under a scaled clock that is more clock time.
+    grace = DEADLINE_GRACE * (clock.speed if isinstance(clock, ScaledClock) else 1.0)
+    gateway = Gateway(site, url, data, root, clock=clock, grace=grace)
     stop = threading.Event()
 
     def _signal(_sig: int, _frame: FrameType | None) -> None:

@@ -98,12 +98,30 @@ def run(
         pathlib.Path, typer.Option(envvar="PATROL_DATA", help="store and outbox directory")
     ] = pathlib.Path("./data"),
     root: Annotated[str, typer.Option(envvar="PATROL_ROOT", help="topic root")] = "estate",
+    clock_start: Annotated[str | None, typer.Option(hidden=True)] = None,
+    clock_speed: Annotated[float, typer.Option(hidden=True)] = 1.0,
+    clock_anchor: Annotated[float | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """运行网关 · Run the gateway against a broker."""
+    import time
+
     from gateway.app import run_gateway
+    from gateway.clock import ScaledClock, wall_clock
+    from gateway.timeutil import BadTime, parse_instant
 
     site = _load(config)
-    raise typer.Exit(run_gateway(site, broker, data, root))
+    clock = wall_clock
+    if clock_start is not None:
+        # A testing aid (docs/architecture.md): simulated time from clock_start at the real
+        # instant clock_anchor, running clock_speed times as fast as real time.
+        try:
+            start = parse_instant(clock_start, site.tz)
+        except BadTime as exc:
+            typer.echo(f"--clock-start: {exc}", err=True)
+            raise typer.Exit(2) from None
+        anchor = time.time() if clock_anchor is None else clock_anchor
+        clock = ScaledClock(start, clock_speed, anchor)
+    raise typer.Exit(run_gateway(site, broker, data, root, clock))
 
 
 @app.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from zoneinfo import ZoneInfo
 
 UTC = dt.UTC
@@ -18,8 +19,11 @@ def parse_instant(value: object, tz: dt.tzinfo) -> dt.datetime:
     if isinstance(value, bool):
         raise BadTime("a time must be ISO 8601 text or epoch seconds, not true/false")
     if isinstance(value, int | float):
-        seconds = float(value)
-        if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        try:
+            seconds = float(value)
+        except OverflowError as exc:
+            raise BadTime(f"epoch {str(value)[:20]}… is out of range") from exc
+        if not math.isfinite(seconds):
             raise BadTime("time is not a finite number")
         if abs(seconds) > _MS_EPOCH_THRESHOLD:
             seconds /= 1000.0

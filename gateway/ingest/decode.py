@@ -170,7 +170,7 @@ class Decoder:
         if isinstance(value, bool):
             # A boolean metric that has no `expect` is still fine as a state.
             return None if metric.min is None and metric.max is None else f"{name!r} is numeric"
-        if not isinstance(value, int | float) or not math.isfinite(value):
+        if not isinstance(value, int | float) or not _finite(value):
             return f"metric {name!r} must be a finite number, not {_show(value)}"
         return None
 
@@ -213,6 +213,13 @@ def _json_object(msg: Message) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise _Refused("bad_json", f"expected a JSON object {{…}}, got {type(body).__name__}")
     return body
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def _no_constant(name: str) -> float:

@@ -95,6 +95,8 @@ class MqttLink:
         )
         self._client.manual_ack_set(True)
         self._client.max_queued_messages_set(outbox_limit)
+        # Scan answers go out in bursts; paho's default window of 20 unconfirmed makes them wait.
+        self._client.max_inflight_messages_set(100)
         self._client.reconnect_delay_set(1, 30)
         self._client.will_set(status_topic, b"offline", qos=1, retain=True)
         if broker.username:

@@ -122,8 +122,10 @@ class GatewayProcess:
         root: str,
         site_file: Path = ZCITY,
         timeout: float = START_TIMEOUT,
+        extra_args: list[str] | None = None,
     ) -> None:
         self.broker_url = broker_url
+        self.extra_args = list(extra_args or [])
         self.data = data
         self.root = root
         self.site_file = site_file
@@ -154,6 +156,7 @@ class GatewayProcess:
             str(self.data),
             "--root",
             self.root,
+            *self.extra_args,
         ]
         environment = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
         with MqttClient(self.broker_url, timeout=self.timeout) as watcher:

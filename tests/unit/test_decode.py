@@ -123,6 +123,13 @@ GOOD = {"credential": "04A224B1C23380", "method": "nfc"}
         (READING, {"values": {}}, "bad_field", "values"),
         (READING, {"values": [1]}, "bad_field", "values"),
         (READING, {"values": {"load_pct": "high"}}, "bad_field", "finite number"),
+        (READING, b'{"values": {"load_pct": 1' + b"0" * 400 + b"}}", "bad_field", "finite number"),
+        (
+            SCAN,
+            b'{"credential": "04", "method": "nfc", "ts": 1' + b"0" * 400 + b"}",
+            "bad_field",
+            "range",
+        ),
         (READING, b'{"values": {"load_pct": Infinity}}', "bad_json", "Infinity"),
         (READING, {"values": {"nope": 1}}, "unknown_metric", "not declared"),
         ("estate/zcity/device/zz/status", b"online", "unknown_device", "zz"),
