@@ -84,6 +84,7 @@ class Gateway:
         self._stopping = threading.Event()
         self._worker = threading.Thread(target=self._work, name="gateway-worker", daemon=True)
         self.dropped_publications = 0
+        self._counters: dict[str, int] = {}  # a copy made by the worker: safe to read anywhere
         # Alert publications in flight: outbox id → "confirmed by the broker?".
         self._inflight: dict[int, Callable[[], bool]] = {}
         self._resend = True  # publish what a previous run left in the outbox
@@ -103,12 +104,15 @@ class Gateway:
         self._stopping.set()
         self._worker.join(timeout=drain_seconds + 5)
         self.link.stop()
-        self.store.close()
+        if self._worker.is_alive():
+            log.error("工作线程未停止 / the worker did not stop; the store is left open")
+        else:
+            self.store.close()
 
     @property
     def counters(self) -> dict[str, int]:
-        """What the pipeline counted, plus drops at the edges."""
-        out = dict(self.pipeline.counters)
+        """What the pipeline counted (as of the last batch), plus drops at the edges."""
+        out = dict(self._counters)
         out["dropped_qos0"] = self.link.dropped_qos0
         out["dropped_publications"] = self.dropped_publications
         return out
@@ -125,9 +129,10 @@ class Gateway:
             batch = self._take_batch()
             try:
                 pubs = self._process(batch)
-            except sqlite3.Error:
-                # Nothing of the batch is acknowledged: the broker redelivers it.
-                log.exception("存储失败 / store failed; the batch stays unacknowledged")
+            except Exception:  # the worker must outlive any one batch
+                # Nothing of the batch is acknowledged: the broker redelivers it, and the rules
+                # are rebuilt from what the store has.
+                log.exception("批处理失败 / a batch failed; it stays unacknowledged")
                 self._recover()
                 time.sleep(1)
                 continue
@@ -182,6 +187,7 @@ class Gateway:
             pubs.append(status)
         self.store.set_meta("fired_through", self.pipeline.mark())
         self.store.commit()
+        self._counters = dict(self.pipeline.counters)
         return pubs
 
     def _new_pipeline(self) -> Pipeline:

@@ -135,9 +135,20 @@ class MqttLink:
         means its bounded queue is full (the caller counts it, or keeps it in its outbox).
         """
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
-        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+        if info.rc == paho.MQTT_ERR_NO_CONN and qos > 0:
+            # paho keeps it and sends it on reconnect, but leaves rc set, and is_published()
+            # would then raise even after the PUBACK: the message is queued, say so.
+            info.rc = paho.MQTT_ERR_SUCCESS
+        if info.rc != paho.MQTT_ERR_SUCCESS:
             return None
-        return info.is_published
+
+        def confirmed() -> bool:
+            try:
+                return info.is_published()
+            except (RuntimeError, ValueError):
+                return False
+
+        return confirmed
 
     # -- paho callbacks (network thread: never block long, never raise) ----------------------
 

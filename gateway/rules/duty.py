@@ -9,7 +9,6 @@ instants of swaps written in the site file, and the early-warning instants.
 from __future__ import annotations
 
 import datetime as dt
-from collections import deque
 from dataclasses import dataclass
 
 from gateway import messages
@@ -58,9 +57,14 @@ class DutyRules:
         self.key_lead = dt.timedelta(minutes=duty.early_warnings.key_post_lead_minutes)
         self.key_posts = [p.id for p in site.config.posts if p.key]
         self.handover_post = duty.handover_post
-        self.scans: deque[Signed] = deque()
+        # Scans of the last three duty days, by person: every question is about one person.
+        self.scans: dict[str, list[Signed]] = {}
         self.confirmed: set[dt.date] = set()
         self.fired_until = start
+        # next_deadline() is asked before every event; its answer changes only with a scan,
+        # a swap or a fired deadline, so it is kept until one of those happens.
+        self._next: dt.datetime | None = None
+        self._next_known = False
 
     # -- facts -------------------------------------------------------------------------------
 
@@ -70,7 +74,7 @@ class DutyRules:
 
     def scans_of(self, person: str, since: dt.datetime, until: dt.datetime) -> list[Signed]:
         """`person`'s scans in [since, until]."""
-        return [s for s in self.scans if s.person == person and since <= s.time <= until]
+        return [s for s in self.scans.get(person, ()) if since <= s.time <= until]
 
     def check_in_window(self, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
         """[day_starts − 30 min, check_in_deadline] of `day`."""
@@ -86,10 +90,10 @@ class DutyRules:
             return True
         since = self.cal.day_start(day) - CHECK_IN_LEAD
         needed = {m for m in (self.outgoing(day, at), self.roster.manager(day, at)) if m}
-        signed = {
-            s.person for s in self.scans if s.post == self.handover_post and since <= s.time <= at
-        }
-        return needed <= signed
+        return all(
+            any(s.post == self.handover_post for s in self.scans_of(person, since, at))
+            for person in needed
+        )
 
     def patrolled(self, day: dt.date, at: dt.datetime) -> dt.timedelta:
         """The duty manager's patrol time in `day` up to `at`."""
@@ -119,6 +123,8 @@ class DutyRules:
 
     def on_event(self, ctx: RuleContext, event: Event) -> None:
         """Scans sign; swaps and confirmations change who is on duty and what is complete."""
+        if isinstance(event, Scan | SwapRegistered | HandoverConfirmed):
+            self._next_known = False
         if isinstance(event, Scan) and event.person is not None:
             self._on_scan(ctx, Signed(event.time, event.person, event.post))
         elif isinstance(event, SwapRegistered):
@@ -130,12 +136,16 @@ class DutyRules:
 
     def next_deadline(self) -> dt.datetime | None:
         """The earliest pending instant after `fired_until`."""
-        pending = [t for t in self._candidates() if t > self.fired_until]
-        return min(pending, default=None)
+        if not self._next_known:
+            pending = [t for t in self._candidates() if t > self.fired_until]
+            self._next = min(pending, default=None)
+            self._next_known = True
+        return self._next
 
     def on_deadline(self, ctx: RuleContext) -> None:
         """Decide everything due at `ctx.now`."""
         now = ctx.now
+        self._next_known = False
         for swap in self.roster.swaps:
             if swap.registered_at == now and swap.source == "file":
                 self._swap_takes_effect(ctx, swap, register=False)
@@ -195,7 +205,7 @@ class DutyRules:
         return out
 
     def _on_scan(self, ctx: RuleContext, scan: Signed) -> None:
-        self.scans.append(scan)
+        self.scans.setdefault(scan.person, []).append(scan)
         ctx.clear(ABSENT, scan.person)  # their first scan after the deadline (rule 1)
         for day in {self.cal.day_of(scan.time), self.cal.day_of(scan.time + CHECK_IN_LEAD)}:
             if ctx.book.get(HANDOVER_OVERDUE, day.isoformat()) and self.handover_done(day, ctx.now):
@@ -251,14 +261,11 @@ class DutyRules:
             return
         outgoing = self.outgoing(day, ctx.now)
         stand_ins = sorted(
-            {
-                s.person
-                for s in self.scans
-                if s.post == self.handover_post
-                and since <= s.time <= until
-                and s.person not in (manager, outgoing)
-                and self.site.has_role(s.person, [Role.duty_manager])
-            }
+            person
+            for person in self.scans
+            if person not in (manager, outgoing)
+            and self.site.has_role(person, [Role.duty_manager])
+            and any(s.post == self.handover_post for s in self.scans_of(person, since, until))
         )
         if stand_ins:
             ctx.raise_(
@@ -347,5 +354,9 @@ class DutyRules:
 
     def _prune(self, now: dt.datetime) -> None:
         horizon = self.cal.day_start(self.cal.day_of(now) - dt.timedelta(days=2))
-        while self.scans and self.scans[0].time < horizon:
-            self.scans.popleft()
+        for person, scans in list(self.scans.items()):
+            kept = [s for s in scans if s.time >= horizon]
+            if kept:
+                self.scans[person] = kept
+            else:
+                del self.scans[person]

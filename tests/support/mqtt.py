@@ -1,8 +1,7 @@
-"""paho-mqtt test clients whose every step waits with a timeout, so no test can hang.
+"""A paho-mqtt test client whose every step waits with a timeout, so no test can hang.
 
-`Probe` hands out messages one by one from a queue (the broker harness tests); `MqttClient`
-keeps everything it received in one list and waits for messages matching a predicate (the
-gateway tests, which must pick a scan answer or a refusal out of a stream of other traffic).
+`MqttClient` keeps everything it received in one list and waits for messages matching a
+predicate, so a test can pick a scan answer or a refusal out of a stream of other traffic.
 """
 
 from __future__ import annotations
@@ -24,127 +23,6 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 T = TypeVar("T")
-
-
-class Probe:
-    """An MQTT 3.1.1 client on paho's background loop that records every message it receives."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        client_id: str = "",
-        *,
-        clean_session: bool = True,
-        timeout: float = 5.0,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.timeout = timeout
-        self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
-        self._connacks: queue.Queue[tuple[bool, ReasonCode]] = queue.Queue()
-        self._subacks: queue.Queue[tuple[int, list[ReasonCode]]] = queue.Queue()
-        self._client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            clean_session=clean_session,
-            protocol=mqtt.MQTTv311,
-        )
-        self._client.on_connect = self._on_connect
-        self._client.on_subscribe = self._on_subscribe
-        self._client.on_message = self._on_message
-
-    def connect(self) -> bool:
-        """Connect and wait for CONNACK; returns the broker's `session_present` flag."""
-        self._client.connect(self.host, self.port, keepalive=30)
-        self._client.loop_start()
-        try:
-            session_present, reason = self._connacks.get(timeout=self.timeout)
-        except queue.Empty:
-            raise TimeoutError(f"no CONNACK from {self.host}:{self.port}") from None
-        if reason.is_failure:
-            raise ConnectionError(f"broker refused the connection: {reason}")
-        return session_present
-
-    def subscribe(self, topic: str, qos: int = 1) -> None:
-        """Subscribe and wait for SUBACK granting at least `qos`."""
-        result, mid = self._client.subscribe(topic, qos)
-        if result != mqtt.MQTT_ERR_SUCCESS:
-            raise ConnectionError(f"subscribe {topic!r} not sent: {mqtt.error_string(result)}")
-        try:
-            acked_mid, reasons = self._subacks.get(timeout=self.timeout)
-        except queue.Empty:
-            raise TimeoutError(f"no SUBACK for {topic!r}") from None
-        if acked_mid != mid or reasons[0].is_failure or reasons[0].value < qos:
-            raise ConnectionError(f"subscribe {topic!r} refused or downgraded: {reasons}")
-
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
-        """Publish and, for QoS 1/2, wait until the broker has acknowledged the message."""
-        self.publish_many([(topic, payload)], qos=qos, retain=retain)
-
-    def publish_many(
-        self, messages: list[tuple[str, bytes]], qos: int = 1, retain: bool = False
-    ) -> None:
-        """Publish all messages, then wait until the broker has acknowledged every one."""
-        infos = [self._client.publish(topic, payload, qos, retain) for topic, payload in messages]
-        deadline = time.monotonic() + self.timeout
-        for info in infos:
-            info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-            if not info.is_published():
-                raise TimeoutError(f"publish mid {info.mid} not acknowledged in {self.timeout} s")
-
-    def expect(self, count: int = 1) -> list[mqtt.MQTTMessage]:
-        """Wait for the next `count` messages; raise with what came if they do not all come."""
-        deadline = time.monotonic() + self.timeout
-        received: list[mqtt.MQTTMessage] = []
-        while len(received) < count:
-            try:
-                received.append(self.messages.get(timeout=max(0.0, deadline - time.monotonic())))
-            except queue.Empty:
-                topics = [message.topic for message in received]
-                raise TimeoutError(
-                    f"got {len(received)} of {count} messages in {self.timeout} s: {topics[:10]}"
-                ) from None
-        return received
-
-    def close(self) -> None:
-        """Disconnect cleanly and stop the network thread (which closes the socket)."""
-        self._client.disconnect()
-        self._client.loop_stop()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.ConnectFlags,
-        reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        self._connacks.put((flags.session_present, reason))
-
-    def _on_subscribe(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        mid: int,
-        reasons: list[ReasonCode],
-        properties: Properties | None,
-    ) -> None:
-        self._subacks.put((mid, reasons))
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self.messages.put(message)
 
 
 @dataclass(frozen=True)

@@ -113,3 +113,25 @@ def test_bad_events_file_says_which_line(tmp_path: pathlib.Path) -> None:
     site.write_text(ZONE_SITE, encoding="utf-8")
     result = CliRunner().invoke(app, ["replay", "--config", str(site), "-"], input="[1]\n")
     assert result.exit_code == 2 and "line 1" in result.stderr
+
+
+def test_early_warnings_only_when_the_site_file_asks(shared_dir: pathlib.Path) -> None:
+    """Replay keeps the contract's transitions exact; the site file can turn warnings on."""
+    import yaml
+
+    from gateway.config import parse_site
+
+    scenario = shared_dir / "scenarios" / "zcity"
+    data = yaml.safe_load((scenario / "site.yaml").read_text(encoding="utf-8"))
+    data["duty"]["early_warnings"] = {"enabled": True}
+    site = parse_site(data)
+    with (scenario / "two-days.jsonl").open(encoding="utf-8") as handle:
+        got = [
+            (t.at.astimezone(site.tz).isoformat(), t.alert.rule, t.alert.subject, t.alert.state)
+            for t in replay(site, read_events(handle, site.tz))
+            if t.is_state_change
+        ]
+    warnings = [g for g in got if g[1].endswith("_at_risk")]
+    assert ("2026-11-28T17:00:00+08:00", "patrol.key_post_at_risk", "model-home", "open") in got
+    assert any(w[1] == "patrol.hours_at_risk" and w[2] == "li-na" for w in warnings)
+    assert sorted(g for g in got if not g[1].endswith("_at_risk")) == sorted(expected(shared_dir))

@@ -1,0 +1,550 @@
+"""Reader bridge: a USB/RS-232 NFC or QR reader that types one line per card → contract scans.
+
+    python -m devices.reader_bridge --port /dev/ttyUSB0 --baud 9600 --reader fd-1 --site zcity \\
+        --broker mqtt://127.0.0.1:1883 --root estate --state ./bridge-state
+
+One thread reads the serial port (reopening it with backoff when it goes away), turns each line
+into a scan and appends it to the on-disk outbox (`devices.outbox`), which gives it its `seq`.
+Another thread publishes the outbox, oldest first, at QoS 1, and deletes an entry only after the
+broker's PUBACK; while the broker is unreachable the scans simply accumulate on disk. paho
+reconnects to the broker with backoff (1 s → 30 s). The device status topic carries `online`
+while the bridge is connected *and* the port is open, `offline` otherwise (also the last will).
+Line formats, state folder and deployment: docs/reader-bridge.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import collections
+import datetime as dt
+import json
+import logging
+import os
+import re
+import signal
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import paho.mqtt.client as paho
+import serial
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from devices.outbox import DEFAULT_MAX_ENTRIES, Outbox, OutboxFull
+from gateway.config.models import ID_RE, normalize_uid
+from gateway.ingest.decode import MAX_CREDENTIAL_CHARS
+from gateway.ingest.mqtt import BrokerUrl
+from gateway.ingest.topics import Topics
+
+log = logging.getLogger("devices.reader_bridge")
+
+Method = Literal["nfc", "qr"]
+DefaultMethod = Literal["auto", "nfc", "qr"]
+READ_TIMEOUT = 0.2  # seconds a serial read waits: how fast the reader thread notices a stop
+DRAIN_SECONDS = 2.0  # on stop, how long the sender waits for the PUBACKs of what is in flight
+MAX_LINE_BYTES = 1024  # a longer run without CR/LF is noise (wrong baud rate, binary protocol)
+_PREFIX = re.compile(r"(uid|nfc|qr)\s*[:=]\s*(.*)", re.IGNORECASE | re.DOTALL)
+_EOL = re.compile(rb"[\r\n]")
+
+
+# -- lines → credentials (pure) ------------------------------------------------------------------
+
+
+def classify_line(line: str, default_method: DefaultMethod = "auto") -> tuple[Method, str] | str:
+    """`(method, credential)` for one line from a reader, or the reason it is not a scan.
+
+    * `UID:`/`UID=`/`NFC:` + hex (any case, separators `:`/`-`/space) → nfc, upper-case hex.
+    * `QR:`/`QR=` + text → qr, the text as it is (surrounding spaces removed).
+    * a bare line: with `default_method="auto"`, 8–20 hex digits (even count, separators
+      allowed: a 4-, 7- or 10-byte UID) → nfc, anything else → qr; `"nfc"` requires hex;
+      `"qr"` takes the line as QR text.
+    Control characters (NUL, STX/ETX framing, …) are dropped first; a line left empty is noise.
+    """
+    text = "".join(ch for ch in line.replace("\t", " ") if ch.isprintable()).strip()
+    if not text:
+        return "empty line (only spaces or control characters)"
+    prefixed = _PREFIX.fullmatch(text)
+    if prefixed is not None:
+        kind, value = prefixed.group(1).lower(), prefixed.group(2).strip()
+        method: Method = "qr" if kind == "qr" else "nfc"
+    else:
+        value = text
+        uid = normalize_uid(text)
+        if default_method == "auto":
+            method = "nfc" if uid is not None and _uid_sized(uid) else "qr"
+        else:
+            method = default_method
+    if not value:
+        return f"{text!r}: nothing after the prefix"
+    if method == "nfc":
+        uid = normalize_uid(value)
+        if uid is None:
+            return f"{text[:60]!r}: a card UID must be hexadecimal (prefix QR: for QR text)"
+        value = uid
+    if len(value) > MAX_CREDENTIAL_CHARS:
+        return f"{text[:60]!r}…: longer than {MAX_CREDENTIAL_CHARS} characters"
+    return (method, value)
+
+
+def parse_line(line: str, default_method: DefaultMethod = "auto") -> tuple[Method, str] | None:
+    """`(method, credential)`, or None (with the reason logged) for reader noise."""
+    result = classify_line(line, default_method)
+    if isinstance(result, str):
+        log.warning("忽略读卡器的一行 / ignored a reader line: %s", result)
+        return None
+    return result
+
+
+def _uid_sized(uid: str) -> bool:
+    return 8 <= len(uid) <= 20 and len(uid) % 2 == 0
+
+
+def scan_payload(method: Method, credential: str, at: dt.datetime, seq: int) -> bytes:
+    """A contract §3 scan, `ts` being the read time with its offset."""
+    aware = at if at.tzinfo is not None else at.astimezone()  # naive: the machine's local time
+    ts = aware.isoformat(timespec="milliseconds" if aware.microsecond else "seconds")
+    body = {"credential": credential, "method": method, "ts": ts, "seq": seq}
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+class LineSplitter:
+    """Bytes from the port → complete lines (ended by CR, LF or CRLF); empty lines vanish."""
+
+    def __init__(self, max_bytes: int = MAX_LINE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._buffer = b""
+        self._overflowed = False
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The lines completed by `data`; an over-long line is dropped with a warning."""
+        parts = _EOL.split(self._buffer + data)
+        self._buffer = parts.pop()
+        lines = []
+        for part in parts:
+            if self._overflowed:  # the tail of a line already dropped
+                self._overflowed = False
+            elif part:
+                lines.append(part)
+        if len(self._buffer) > self.max_bytes:
+            log.warning(
+                "丢弃超过 %d 字节仍无换行的数据（波特率错误？）/ dropped %d bytes without an end of"
+                " line (wrong baud rate?)",
+                self.max_bytes,
+                len(self._buffer),
+            )
+            self._buffer, self._overflowed = b"", True
+        return lines
+
+
+# -- the bridge ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BridgeOptions:
+    """What one bridge process serves: one serial reader, one broker, one state folder."""
+
+    port: str  # /dev/ttyUSB0, a pty, or any pyserial URL (loop://, rfc2217://, socket://)
+    reader: str
+    site: str
+    broker: BrokerUrl
+    state: Path
+    root: str = "estate"
+    baud: int = 9600
+    default_method: DefaultMethod = "auto"
+    encoding: str = "utf-8"
+    max_queue: int = DEFAULT_MAX_ENTRIES
+    window: int = 10  # scans published but not yet acknowledged, at most
+
+
+class Backoff:
+    """1 s, 2 s, 4 s … capped; `reset()` after a success."""
+
+    def __init__(self, first: float = 1.0, cap: float = 30.0) -> None:
+        self.first, self.cap, self._next = first, cap, first
+
+    def next(self) -> float:
+        delay, self._next = self._next, min(self._next * 2, self.cap)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.first
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now().astimezone()
+
+
+class ReaderBridge:
+    """Serial reader → on-disk outbox → broker. `start()`, then `stop()` (or use `with`)."""
+
+    def __init__(
+        self,
+        options: BridgeOptions,
+        *,
+        clock: Callable[[], dt.datetime] = _now,
+        on_answer: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        for name in ("reader", "site", "root"):
+            if not ID_RE.match(getattr(options, name)):
+                raise ValueError(f"--{name} {getattr(options, name)!r}: use [a-z0-9][a-z0-9_-]*")
+        try:
+            codecs.lookup(options.encoding)
+        except LookupError:
+            raise ValueError(f"--encoding {options.encoding!r}: unknown (utf-8, gbk …)") from None
+        if options.window < 1 or options.max_queue < 1:
+            raise ValueError("window and max_queue must be at least 1")
+        self.options, self.clock, self.on_answer = options, clock, on_answer
+        base = Topics(options.root, options.site).base
+        self.scan_topic = f"{base}/reader/{options.reader}/scan"
+        self.ack_topic = f"{base}/reader/{options.reader}/ack"
+        self.status_topic = f"{base}/device/{options.reader}/status"
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.outbox: Outbox | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()  # a new scan, a connect, a port change
+        self._port_open = threading.Event()
+        self._connected = threading.Event()
+        self._generation = 0  # bumped on every CONNACK
+        self._threads: list[threading.Thread] = []
+        self._client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"reader-bridge-{options.reader}",
+            clean_session=True,  # the bridge only publishes; old answers are of no use
+            protocol=MQTTProtocolVersion.MQTTv311,
+        )
+        self._client.max_inflight_messages_set(options.window + 10)
+        self._client.max_queued_messages_set(0)  # unbounded: the window bounds it
+        self._client.reconnect_delay_set(1, 30)
+        self._client.will_set(self.status_topic, b"offline", qos=1, retain=True)
+        if options.broker.username:
+            self._client.username_pw_set(options.broker.username, options.broker.password)
+        if options.broker.tls:
+            self._client.tls_set()
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+
+    @property
+    def queued(self) -> int:
+        """Scans on disk not yet acknowledged by the broker."""
+        return 0 if self.outbox is None else len(self.outbox)
+
+    def start(self) -> None:
+        """Open the outbox, connect in the background, start reading and sending."""
+        first = int(self.clock().timestamp() * 1000)  # a new state folder: see the docs on seq
+        self.outbox = Outbox(
+            self.options.state / "outbox.sqlite3",
+            max_entries=self.options.max_queue,
+            first_seq=first,
+        )
+        log.info(
+            "本地队列 / outbox %s: %d scans queued, next seq %d",
+            self.outbox.path,
+            len(self.outbox),
+            self.outbox.next_seq,
+        )
+        self._client.connect_async(self.options.broker.host, self.options.broker.port, 30)
+        self._client.loop_start()
+        for target in (self._read_loop, self._send_loop):
+            thread = threading.Thread(target=target, name=f"bridge{target.__name__}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop reading, let the sender drain briefly, say offline, disconnect, close all."""
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+        if self._connected.is_set():
+            info = self._client.publish(self.status_topic, b"offline", qos=1, retain=True)
+            info.wait_for_publish(2.0)
+        self._client.disconnect()
+        self._client.loop_stop()
+        if self.outbox is not None:
+            self.outbox.close()
+
+    def __enter__(self) -> ReaderBridge:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- serial side -----------------------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        backoff, port = Backoff(), self.options.port
+        while not self._stop.is_set():
+            try:
+                link = serial.serial_for_url(port, baudrate=self.options.baud, timeout=READ_TIMEOUT)
+            except (serial.SerialException, OSError, ValueError) as error:
+                delay = backoff.next()
+                log.warning(
+                    "无法打开串口 / cannot open serial port %s: %s; retrying in %g s",
+                    port,
+                    error,
+                    delay,
+                )
+                self._stop.wait(delay)
+                continue
+            log.info("串口已打开 / serial port open: %s at %d baud", port, self.options.baud)
+            backoff.reset()
+            self._set_port(True)
+            try:
+                self._read_lines(link)
+            except (serial.SerialException, OSError) as error:
+                delay = backoff.next()
+                log.warning(
+                    "串口断开 / serial port %s lost: %s; reopening in %g s", port, error, delay
+                )
+                self._stop.wait(delay)
+            finally:
+                link.close()
+                self._set_port(False)
+
+    def _read_lines(self, link: serial.SerialBase) -> None:
+        splitter = LineSplitter()
+        while not self._stop.is_set():
+            data = link.read(max(1, link.in_waiting))
+            for raw in splitter.feed(data):
+                self._handle_line(raw)
+
+    def _handle_line(self, raw: bytes) -> None:
+        self.counts["lines"] += 1
+        try:
+            line = raw.decode(self.options.encoding)
+        except UnicodeDecodeError:
+            log.warning(
+                "忽略无法解码的一行 / ignored a line that is not %s: %r",
+                self.options.encoding,
+                raw[:80],
+            )
+            self.counts["ignored"] += 1
+            return
+        parsed = parse_line(line, self.options.default_method)
+        if parsed is None:
+            self.counts["ignored"] += 1
+            return
+        method, credential = parsed
+        at = self.clock()
+        assert self.outbox is not None
+        try:
+            seq = self.outbox.put(
+                self.scan_topic, lambda seq: scan_payload(method, credential, at, seq)
+            )
+        except (OutboxFull, sqlite3.Error) as error:
+            self.counts["refused"] += 1
+            log.error(
+                "扫描未能保存，已丢失 / SCAN LOST, it could not be stored: %s %s at %s (%s)",
+                method,
+                credential,
+                at.isoformat(),
+                error,
+            )
+            return
+        self.counts["scans"] += 1
+        log.info("读卡 / scan seq=%d %s %s", seq, method, credential)
+        self._wake.set()
+
+    def _set_port(self, is_open: bool) -> None:
+        (self._port_open.set if is_open else self._port_open.clear)()
+        self._wake.set()
+
+    # -- broker side -----------------------------------------------------------------------------
+
+    def _send_loop(self) -> None:
+        while True:
+            try:
+                self._send_until_stopped()
+                return
+            except sqlite3.Error as error:  # a disk error: the thread must not die of it
+                log.error("本地队列读写失败 / outbox error: %s; retrying in 5 s", error)
+                if self._stop.wait(5.0):
+                    return
+
+    def _send_until_stopped(self) -> None:
+        """Publish the outbox in order, `window` at a time; remove the acknowledged prefix."""
+        assert self.outbox is not None
+        outbox, window = self.outbox, self.options.window
+        inflight: collections.deque[tuple[int, int, paho.MQTTMessageInfo]] = collections.deque()
+        status: tuple[int, bytes, paho.MQTTMessageInfo] | None = None
+        last = -1  # the highest seq handed to paho
+        drain_until: float | None = None
+        while True:
+            self._wake.clear()
+            stopping = self._stop.is_set()
+            if stopping and drain_until is None:
+                drain_until = time.monotonic() + DRAIN_SECONDS
+            if not stopping:
+                status = self._send_status(status)
+            done = []
+            while inflight and _acked(inflight[0][2]):
+                done.append(inflight.popleft()[0])
+            outbox.remove(done)
+            if stopping and (not inflight or not self._connected.is_set()):
+                return  # whatever is unacknowledged stays on disk for the next start
+            # After a reconnect paho resends what it holds first; new scans wait behind them.
+            generation = self._generation
+            if (
+                self._connected.is_set()
+                and not stopping
+                and all(g == generation for _, g, _ in inflight)
+            ):
+                for entry in outbox.peek(after=last, limit=window - len(inflight)):
+                    info = _queued(self._client.publish(entry.topic, entry.payload, qos=1))
+                    if info is None:
+                        break  # retried on the next round, in order
+                    inflight.append((entry.seq, generation, info))
+                    last = entry.seq
+            if inflight:
+                inflight[0][2].wait_for_publish(0.1)
+            else:
+                self._wake.wait(0.5)
+            if drain_until is not None and time.monotonic() > drain_until:
+                return
+
+    def _send_status(
+        self, last: tuple[int, bytes, paho.MQTTMessageInfo] | None
+    ) -> tuple[int, bytes, paho.MQTTMessageInfo] | None:
+        """Publish online/offline after each connect and port change, one at a time, so that a
+        stale status paho resends after a reconnect can never land after the current one."""
+        if not self._connected.is_set():
+            return last
+        want = b"online" if self._port_open.is_set() else b"offline"
+        generation = self._generation
+        if last is not None and (last[:2] == (generation, want) or not _acked(last[2])):
+            return last
+        info = _queued(self._client.publish(self.status_topic, want, qos=1, retain=True))
+        return last if info is None else (generation, want, info)
+
+    # -- paho callbacks (network thread: quick, never raise) -------------------------------------
+
+    def _on_connect(self, client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            log.error("代理拒绝连接 / broker refused the connection: %s", reason)
+            return
+        client.subscribe(self.ack_topic, qos=1)
+        self._generation += 1
+        self._connected.set()
+        self._wake.set()
+        log.info("已连接代理 / connected to %s", self.options.broker)
+
+    def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self._connected.clear()
+        if not self._stop.is_set():
+            log.warning(
+                "与代理断开，扫描暂存本地 / disconnected from %s: %s; scans are kept on disk",
+                self.options.broker,
+                reason,
+            )
+
+    def _on_message(self, _c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
+        try:
+            answer = json.loads(message.payload)
+            if not isinstance(answer, dict):
+                raise ValueError("not an object")
+        except ValueError as error:
+            log.warning("无法解析网关应答 / bad scan answer %r: %s", message.payload[:80], error)
+            return
+        ok = answer.get("ok")
+        log.info("网关应答 / answer seq=%s ok=%s %s", answer.get("seq"), ok, answer.get("message"))
+        if self.on_answer is not None:
+            try:
+                self.on_answer(answer)
+            except Exception:
+                log.exception("应答回调失败 / the answer callback failed")
+
+
+def _queued(info: paho.MQTTMessageInfo) -> paho.MQTTMessageInfo | None:
+    """The info of a QoS 1 publication paho holds, or None (logged) when it refused it.
+
+    paho queues a QoS 1 message published while disconnected and sends it on reconnect, but
+    leaves `rc = MQTT_ERR_NO_CONN`, which makes `is_published()` raise even after the PUBACK.
+    """
+    if info.rc == paho.MQTT_ERR_NO_CONN:
+        info.rc = paho.MQTT_ERR_SUCCESS
+    if info.rc != paho.MQTT_ERR_SUCCESS:
+        log.error("发布被拒绝 / paho refused a publication: %s", paho.error_string(info.rc))
+        return None
+    return info
+
+
+def _acked(info: paho.MQTTMessageInfo) -> bool:
+    return bool(info.is_published())
+
+
+# -- command line --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/reader-bridge.md)."""
+    env = os.environ.get
+    p = argparse.ArgumentParser(
+        prog="python -m devices.reader_bridge",
+        description="串口读卡器桥接 / serial NFC or QR reader → MQTT scans (store and forward)",
+    )
+    p.add_argument("--port", required=True, help="/dev/ttyUSB0, a pty or a pyserial URL")
+    p.add_argument("--baud", type=int, default=9600, help="default 9600")
+    p.add_argument("--reader", required=True, help="reader id in the site file, e.g. fd-1")
+    p.add_argument("--site", required=True, help="site id, e.g. zcity")
+    p.add_argument("--broker", default=env("PATROL_BROKER", "mqtt://127.0.0.1:1883"))
+    p.add_argument("--root", default=env("PATROL_ROOT", "estate"), help="topic root")
+    p.add_argument("--state", type=Path, default=Path("./bridge-state"), help="outbox folder")
+    p.add_argument("--default-method", choices=["auto", "nfc", "qr"], default="auto")
+    p.add_argument("--encoding", default="utf-8", help="of the reader's lines (gbk for some)")
+    p.add_argument("--max-queue", type=int, default=DEFAULT_MAX_ENTRIES)
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run until SIGTERM or Ctrl-C; exit 0, or 2 on a bad option."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        options = BridgeOptions(
+            port=args.port,
+            reader=args.reader,
+            site=args.site,
+            broker=BrokerUrl.parse(args.broker),
+            state=args.state,
+            root=args.root,
+            baud=args.baud,
+            default_method=args.default_method,
+            encoding=args.encoding,
+            max_queue=args.max_queue,
+        )
+        bridge = ReaderBridge(options)
+    except ValueError as error:
+        print(f"reader_bridge: {error}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        bridge.start()
+    except (OSError, sqlite3.Error) as error:
+        print(f"reader_bridge: cannot use --state {args.state}: {error}", file=sys.stderr)
+        bridge.stop()
+        return 1
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        log.info("正在停止 / stopping (%d scans still queued on disk)", bridge.queued)
+        bridge.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,647 @@
+"""`make bench`: throughput and latency of the gateway, as ratios to baselines of the same run.
+
+These machines are shared and noisy, so an absolute figure means little from one run to the next;
+a ratio against a baseline measured minutes apart on the same private broker means more. Nothing
+here asserts on timing: the bench prints figures, people read them (docs/benchmarks.md).
+
+1. Ingest: N valid QoS 1 messages are published into a persistent session while its consumer is
+   offline; then the consumer connects and drains them, so the publisher's speed is not measured.
+   Baseline: a bare paho consumer (auto ack, counts). Gateway: until the store holds all N.
+2. Scan → answer latency at a steady rate, measured by a separate process that publishes the
+   scans and subscribes to `reader/+/ack`. Baseline: the same scans echoed by the bare broker.
+3. Replay: a synthetic two-day events list through `gateway.replay.replay`. Baseline: the same
+   lines read (`read_events`) and decoded (`Decoder`), without store or rules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import math
+import os
+import platform
+import queue
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+import gateway
+from gateway.app import Gateway
+from gateway.config import Site, load_site
+from gateway.events import Message
+from gateway.ingest.decode import Decoder
+from gateway.ingest.mqtt import BrokerUrl
+from gateway.ingest.topics import Topics
+from gateway.replay import Recorded, read_events, replay
+from gateway.store.sqlite import SqliteStore
+from tests.support.mosquitto import Mosquitto, find_mosquitto
+from tests.support.mqtt import MqttClient
+
+SITE_FILE = Path(gateway.__file__).parent / "sites" / "zcity.yaml"
+EQUIPMENT = "tx-1"  # metrics winding_temp_c and load_pct: two store rows per reading
+SCANS_PER_TEN = 7  # ingest mix: 7 scans to 3 readings
+DRAIN_TIMEOUT = 30.0  # seconds for a consumer to drain the pre-published messages
+REPLAY_BUDGET = 20.0  # seconds for the replay; a slower one is cut short (and says so)
+ANSWER_WAIT = 10.0  # seconds the latency process waits for late answers after the last scan
+CHILD_TIMEOUT = 60.0  # seconds for the latency process, on top of its sending time
+POLL_SECONDS = 0.02
+
+
+# -- small helpers --------------------------------------------------------------------------
+
+
+def run_id() -> str:
+    """A suffix that makes this run's client ids unique on the broker."""
+    return uuid.uuid4().hex[:8]
+
+
+def say(text: str) -> None:
+    """Progress, as the bench goes (the table comes at the end)."""
+    print(text, flush=True)
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list (NaN when empty)."""
+    if not ordered:
+        return math.nan
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def ratio(value: float, baseline: float) -> float:
+    """value / baseline, NaN when either is missing."""
+    if not baseline or math.isnan(baseline) or math.isnan(value):
+        return math.nan
+    return value / baseline
+
+
+def forget_session(url: str, client_id: str) -> None:
+    """Drop a persistent session (MQTT 3.1.1 §3.1.2.4: a clean-session connect discards it)."""
+    with MqttClient(url, client_id, clean_session=True, timeout=10) as client:
+        client.connect()
+
+
+def badges(site: Site) -> list[tuple[str, str]]:
+    """(method, credential): one per person who has any, so every scan is answered `ok`.
+
+    Scans rotate over people, not credentials: the day's duty manager then has the same share
+    of the scans (1 in 8 on the example site) whatever the weekday the bench runs on.
+    """
+    first: dict[str, tuple[str, str]] = {}
+    for key, person in site.credentials.items():
+        method, _, credential = key.partition(":")
+        first.setdefault(person.id, (method, credential))
+    return list(first.values())
+
+
+def scan_body(badge: tuple[str, str], ts: str, seq: int) -> bytes:
+    """A scan payload (contract §3)."""
+    return _dump({"credential": badge[1], "method": badge[0], "ts": ts, "seq": seq})
+
+
+def ingest_messages(site: Site, root: str, count: int) -> list[tuple[str, bytes]]:
+    """`count` valid messages: scans with unique (reader, seq) and two-metric readings."""
+    topics = Topics(root, site.id)
+    readers = sorted(site.reader_post)
+    people = badges(site)
+    base = dt.datetime.now(site.tz).replace(microsecond=0) - dt.timedelta(seconds=count // 1000)
+    out: list[tuple[str, bytes]] = []
+    for i in range(count):
+        ts = (base + dt.timedelta(milliseconds=i)).isoformat(timespec="milliseconds")
+        if i % 10 < SCANS_PER_TEN:
+            badge = people[i // len(readers) % len(people)]
+            topic = f"{topics.base}/reader/{readers[i % len(readers)]}/scan"
+            out.append((topic, scan_body(badge, ts, i)))
+        else:
+            values = {"winding_temp_c": 60.0 + i % 20, "load_pct": 40.0 + i % 30}
+            body = {"ts": ts, "values": values, "seq": i}
+            out.append((f"{topics.base}/equipment/{EQUIPMENT}/reading", _dump(body)))
+    return out
+
+
+def _dump(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def prepublish(url: str, messages: list[tuple[str, bytes]]) -> float:
+    """Publish QoS 1 and wait for every PUBACK; returns the publisher's messages per second."""
+    with MqttClient(url, f"bench-pub-{run_id()}", timeout=10, max_inflight=1000) as pub:
+        pub.connect()
+        started = time.perf_counter()
+        infos = [pub.publish_nowait(topic, payload, qos=1) for topic, payload in messages]
+        pub.wait_published(infos, timeout=DRAIN_TIMEOUT)
+        return len(messages) / (time.perf_counter() - started)
+
+
+# -- 1. ingest throughput -------------------------------------------------------------------
+
+
+@dataclass
+class Drain:
+    """One consumer draining N pre-published messages."""
+
+    done: int  # messages received (raw) or stored and committed (gateway)
+    expected: int
+    seconds: float  # from the connect call until the last one was received / stored
+    first_to_last: float = math.nan  # raw consumer only
+
+    def rate(self) -> float:
+        """Messages per second (NaN if nothing came)."""
+        return self.done / self.seconds if self.done and self.seconds > 0 else math.nan
+
+    def describe(self) -> str:
+        """`20000 in 1.10 s`, or what came before the time-out."""
+        if self.done < self.expected:
+            return f"TIMED OUT: {self.done} of {self.expected} in {self.seconds:.1f} s"
+        return f"{self.done} in {self.seconds:.2f} s"
+
+
+class RawConsumer:
+    """A bare paho consumer: persistent session, QoS 1, auto ack, counts, does nothing else."""
+
+    def __init__(self, host: str, port: int, client_id: str, expected: int) -> None:
+        self.host, self.port, self.expected = host, port, expected
+        self.count = 0
+        self.first = 0.0
+        self.last = 0.0
+        self.all_in = threading.Event()
+        self._client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
+        self._client.on_message = self._on_message
+
+    def drain(self, timeout: float) -> Drain:
+        """Connect, take everything the session holds, disconnect."""
+        started = time.perf_counter()
+        self._client.connect(self.host, self.port, keepalive=30)
+        self._client.loop_start()
+        try:
+            self.all_in.wait(timeout)
+        finally:
+            self._client.disconnect()
+            self._client.loop_stop()
+        if not self.count:
+            return Drain(0, self.expected, time.perf_counter() - started)
+        return Drain(self.count, self.expected, self.last - started, self.last - self.first)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, _m: mqtt.MQTTMessage) -> None:
+        now = time.perf_counter()
+        if not self.count:
+            self.first = now
+        self.count += 1
+        self.last = now
+        if self.count >= self.expected:
+            self.all_in.set()
+
+
+def ingest_raw(broker: Mosquitto, site: Site, count: int) -> Drain:
+    """Baseline: the bare consumer drains N messages from its persistent session."""
+    topics = Topics("bench-a", site.id)
+    client_id = f"bench-raw-{run_id()}"
+    with MqttClient(broker.url, client_id, clean_session=False, timeout=10) as setup:
+        setup.connect()
+        setup.subscribe(*topics.subscriptions(), qos=1)  # the gateway's own subscriptions
+    publish_rate = prepublish(broker.url, ingest_messages(site, topics.root, count))
+    say(f"  published {count} while offline ({publish_rate:,.0f} msgs/s); raw consumer drains")
+    try:
+        return RawConsumer(broker.host, broker.port, client_id, count).drain(DRAIN_TIMEOUT)
+    finally:
+        forget_session(broker.url, client_id)
+
+
+def wait_online(url: str, topics: Topics, timeout: float = 10.0) -> None:
+    """Wait for the gateway's retained `online`: its SUBSCRIBE, sent just before, is in too."""
+    with MqttClient(url, f"bench-probe-{run_id()}", timeout=timeout) as probe:
+        probe.connect()
+        probe.subscribe(topics.gateway_status, qos=1)
+        probe.wait_for(lambda m: m.payload == b"online", what="the gateway's online status")
+
+
+@contextmanager
+def running_gateway(
+    site: Site, url: str, data: Path, root: str, client_id: str
+) -> Iterator[Gateway]:
+    """A started gateway whose subscriptions are in place; stopped on the way out."""
+    gw = Gateway(site, BrokerUrl.parse(url), data, root=root, client_id=client_id)
+    gw.start()
+    try:
+        if not gw.link.connected.wait(10):
+            raise TimeoutError(f"the gateway did not connect to {url} in 10 s")
+        wait_online(url, gw.topics)
+        yield gw
+    finally:
+        gw.stop()
+
+
+def ingest_gateway(broker: Mosquitto, site: Site, count: int, data: Path) -> tuple[Drain, str]:
+    """The gateway drains N messages from its persistent session into its store."""
+    topics = Topics("bench-b", site.id)
+    client_id = f"bench-gw-{run_id()}"
+    with running_gateway(site, broker.url, data, topics.root, client_id):
+        pass  # this first connect only creates the persistent session and its subscriptions
+    messages = ingest_messages(site, topics.root, count)
+    scans = sum(topic.endswith("/scan") for topic, _ in messages)
+    rows = scans + 2 * (count - scans)  # a reading stores one row per metric
+    publish_rate = prepublish(broker.url, messages)
+    say(f"  published {count} while offline ({publish_rate:,.0f} msgs/s); gateway drains")
+    gw = Gateway(site, BrokerUrl.parse(broker.url), data, root=topics.root, client_id=client_id)
+    reader = SqliteStore(gw.store_path)  # opened before the worker writes: no lock to wait for
+    stored = 0
+    started = time.perf_counter()
+    gw.start()
+    try:
+        while time.perf_counter() < started + DRAIN_TIMEOUT:
+            stored = reader.count("scans") + reader.count("readings")
+            if stored >= rows:
+                break
+            time.sleep(POLL_SECONDS)
+        elapsed = time.perf_counter() - started
+    finally:
+        reader.close()
+        gw.stop()
+        forget_session(broker.url, client_id)
+    counters = gw.counters
+    keys = ("received", "scan", "reading", "duplicates", "rejected", "dropped_publications")
+    note = "counters at stop: " + ", ".join(f"{k} {counters.get(k, 0)}" for k in keys)
+    done = count if stored >= rows else stored * count // rows
+    return Drain(done, count, elapsed), note
+
+
+# -- 2. scan → answer latency ---------------------------------------------------------------
+
+
+@dataclass
+class Latency:
+    """What the latency process measured, in milliseconds."""
+
+    sent: int
+    answered: int
+    p50: float
+    p99: float
+    max: float
+    send_rate: float
+    not_ok: int
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Latency:
+        """Read the latency process's result line."""
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+def latency_client(spec: dict[str, Any]) -> Latency:
+    """Publish scans at `rate` for `seconds`; time each until its answer (or echo) comes back.
+
+    Runs in its own process (`--latency-client`), so neither the gateway nor the bench's own
+    threads share its interpreter. Send and receive times are on one perf_counter.
+    """
+    host, port = spec["host"], int(spec["port"])
+    base, readers, mode = str(spec["base"]), list(spec["readers"]), str(spec["mode"])
+    people = [(str(m), str(c)) for m, c in spec["badges"]]
+    rate, total = float(spec["rate"]), int(float(spec["rate"]) * float(spec["seconds"]))
+    sent: dict[tuple[str, int], float] = {}
+    back: dict[tuple[str, int], float] = {}
+    not_ok = [0]
+    lock = threading.Lock()
+    all_back = threading.Event()
+    subacked: queue.Queue[int] = queue.Queue()
+
+    def on_message(_c: mqtt.Client, _u: Any, m: mqtt.MQTTMessage) -> None:
+        now = time.perf_counter()
+        body = json.loads(m.payload)
+        key = (m.topic.split("/")[-2], int(body["seq"]))
+        if mode == "ack" and body.get("ok") is not True:
+            not_ok[0] += 1
+        with lock:
+            back.setdefault(key, now)
+            if len(back) >= total:
+                all_back.set()
+
+    def on_subscribe(_c: mqtt.Client, _u: Any, mid: int, _r: Any, _p: Any) -> None:
+        subacked.put(mid)
+
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=f"bench-lat-{run_id()}",
+        protocol=mqtt.MQTTv311,
+    )
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.on_message = on_message
+    client.on_subscribe = on_subscribe
+    client.connect(host, port, keepalive=30)
+    # One connection stands for many readers: without TCP_NODELAY, Nagle's algorithm and the
+    # peer's delayed ACK would bunch its scans into ~40 ms bursts and time this process instead.
+    sock = client.socket()
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    client.loop_start()
+    try:
+        suffix = "ack" if mode == "ack" else "scan"
+        _, mid = client.subscribe(f"{base}/reader/+/{suffix}", qos=1)
+        if subacked.get(timeout=10) != mid:
+            raise RuntimeError("unexpected SUBACK")
+        t0 = time.perf_counter() + 0.2
+        i = 0
+        while i < total:
+            due = min(total, int((time.perf_counter() - t0) * rate) + 1)
+            while i < due:
+                reader = readers[i % len(readers)]
+                ts = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+                body = scan_body(people[i // len(readers) % len(people)], ts, i)
+                with lock:
+                    sent[(reader, i)] = time.perf_counter()
+                client.publish(f"{base}/reader/{reader}/scan", body, qos=1)
+                i += 1
+            time.sleep(0.0005)
+        send_rate = total / (time.perf_counter() - t0)
+        all_back.wait(ANSWER_WAIT)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    with lock:
+        millis = sorted((back[k] - sent[k]) * 1000 for k in back if k in sent)
+    return Latency(
+        sent=total,
+        answered=len(millis),
+        p50=percentile(millis, 50),
+        p99=percentile(millis, 99),
+        max=millis[-1] if millis else math.nan,
+        send_rate=send_rate,
+        not_ok=not_ok[0],
+    )
+
+
+def run_latency_client(
+    broker: Mosquitto, site: Site, base: str, mode: str, args: argparse.Namespace
+) -> Latency:
+    """Start the latency process and read its one-line JSON result."""
+    spec = {
+        "host": broker.host,
+        "port": broker.port,
+        "base": base,
+        "readers": sorted(site.reader_post),
+        "badges": badges(site),
+        "mode": mode,
+        "rate": args.rate,
+        "seconds": args.seconds,
+    }
+    cmd = [sys.executable, "-m", "tests.bench", "--latency-client", json.dumps(spec)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=args.seconds + CHILD_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    if proc.returncode != 0:
+        raise RuntimeError(f"latency process failed ({proc.returncode}):\n{err[-2000:]}")
+    return Latency.from_json(json.loads(out.strip().splitlines()[-1]))
+
+
+def latency_echo(broker: Mosquitto, site: Site, args: argparse.Namespace) -> Latency:
+    """Baseline: the scans go through the bare broker straight back to a plain subscriber."""
+    return run_latency_client(broker, site, Topics("bench-c", site.id).base, "echo", args)
+
+
+def latency_gateway(
+    broker: Mosquitto, site: Site, data: Path, args: argparse.Namespace
+) -> tuple[Latency, str]:
+    """The gateway receives, stores, commits, acknowledges and answers each scan."""
+    topics = Topics("bench-d", site.id)
+    client_id = f"bench-gw-{run_id()}"
+    with running_gateway(site, broker.url, data, topics.root, client_id) as gw:
+        result = run_latency_client(broker, site, topics.base, "ack", args)
+    forget_session(broker.url, client_id)
+    counters = gw.counters
+    keys = ("scan", "duplicates", "dropped_publications")
+    return result, ", ".join(f"{k} {counters.get(k, 0)}" for k in keys)
+
+
+# -- 3. replay throughput -------------------------------------------------------------------
+
+
+def synthetic_events(site: Site, count: int, seed: int = 7) -> list[str]:
+    """`count` JSON lines over two simulated days: scans, readings and device statuses.
+
+    Mostly known credentials with a few unknown ones (alerts), readings of every declared
+    metric inside their limits, and now and then a device going offline and back (alerts).
+    """
+    rng = random.Random(seed)
+    base = f"estate/{site.id}"
+    start = dt.datetime(2026, 11, 27, 8, 30, tzinfo=site.tz)
+    step = dt.timedelta(days=2) / count
+    readers = sorted(site.reader_post)
+    devices = sorted(site.devices)
+    known = sorted(site.credentials)
+    seq: dict[str, int] = {}
+    offline: set[str] = set()
+    lines: list[str] = []
+    for i in range(count):
+        ts = (start + step * i).isoformat(timespec="seconds")
+        pick = rng.random()
+        record: dict[str, Any]
+        if pick < 0.45:
+            reader = rng.choice(readers)
+            seq[reader] = seq.get(reader, 0) + 1
+            method, _, credential = rng.choice(known).partition(":")
+            if rng.random() < 0.01:
+                method, credential = "nfc", f"04FF{rng.randrange(16**10):010X}"
+            body: dict[str, Any] = {"credential": credential, "method": method, "ts": ts}
+            body["seq"] = seq[reader]
+            record = {"topic": f"{base}/reader/{reader}/scan", "payload": body}
+        elif pick < 0.98:
+            equipment = rng.choice(sorted(site.equipment))
+            seq[equipment] = seq.get(equipment, 0) + 1
+            values: dict[str, float | bool] = {}
+            for name, metric in site.equipment[equipment].metrics.items():
+                if metric.expect is not None:
+                    values[name] = metric.expect
+                else:
+                    low = metric.min if metric.min is not None else 0.0
+                    high = metric.max if metric.max is not None else low + 100.0
+                    values[name] = round(rng.uniform(low, high), 1)
+            body = {"ts": ts, "values": values, "seq": seq[equipment]}
+            record = {"topic": f"{base}/equipment/{equipment}/reading", "payload": body}
+        else:
+            device = rng.choice(devices)
+            state = "online" if device in offline else "offline"
+            offline.symmetric_difference_update({device})
+            record = {"topic": f"{base}/device/{device}/status", "payload": {"state": state}}
+            record["received_at"] = ts
+        lines.append(json.dumps(record, ensure_ascii=False))
+    return lines
+
+
+class Budget:
+    """Passes records on until a time budget is spent, counting them (bounds a slow replay)."""
+
+    def __init__(self, records: Iterable[Recorded], seconds: float) -> None:
+        self.records = records
+        self.seconds = seconds
+        self.taken = 0
+        self.cut = False
+
+    def __iter__(self) -> Iterator[Recorded]:
+        deadline = time.perf_counter() + self.seconds
+        for record in self.records:
+            if self.taken % 1000 == 0 and time.perf_counter() > deadline:
+                self.cut = True
+                return
+            self.taken += 1
+            yield record
+
+
+@dataclass
+class ReplaySpeed:
+    """Replay against read+decode over the same lines."""
+
+    replay_rate: float
+    decode_rate: float
+    lines: int  # lines the replay got through (fewer than all when its budget ran out)
+    cut: bool
+    transitions: int
+
+
+def replay_speed(site: Site, lines: list[str], budget: float) -> ReplaySpeed:
+    """Time read+decode of every line, then `replay` of as many lines as `budget` seconds allow."""
+    decoder = Decoder(site, Topics("estate", site.id))
+    started = time.perf_counter()
+    for rec in read_events(lines, site.tz):
+        at = rec.received_at or dt.datetime.now(dt.UTC)
+        decoder.decode(Message(rec.topic, rec.payload, at, qos=1))
+    decode_rate = len(lines) / (time.perf_counter() - started)
+    records = Budget(read_events(lines, site.tz), budget)
+    started = time.perf_counter()
+    transitions = sum(1 for _ in replay(site, records))
+    replay_rate = records.taken / (time.perf_counter() - started)
+    return ReplaySpeed(replay_rate, decode_rate, records.taken, records.cut, transitions)
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    """Cores, Python and Mosquitto versions, kernel."""
+    binary = find_mosquitto()
+    version = "not found"
+    if binary:
+        probe = subprocess.run([binary, "-h"], capture_output=True, text=True, timeout=10)
+        version = (probe.stdout or probe.stderr).splitlines()[0].replace("mosquitto ", "")
+    return (
+        f"nproc {os.cpu_count()}, Python {platform.python_version()}, mosquitto {version}, "
+        f"{platform.system()} {platform.release()} {platform.machine()}"
+    )
+
+
+def fmt(value: float, digits: int = 0) -> str:
+    """A figure for the table; n/a when missing."""
+    return "n/a" if math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def show(lat: Latency) -> str:
+    """One line of latency figures."""
+    text = (
+        f"p50 {lat.p50:.2f} ms, p99 {lat.p99:.2f} ms, max {lat.max:.2f} ms; "
+        f"{lat.answered}/{lat.sent} back, sent at {lat.send_rate:,.0f}/s"
+    )
+    if lat.answered < lat.sent:
+        text += (
+            f"; {lat.sent - lat.answered} NOT BACK within {ANSWER_WAIT:g} s (not in the figures)"
+        )
+    if lat.not_ok:
+        text += f"; {lat.not_ok} answers said ok=false (!)"
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the three benchmarks on one private broker and print the table."""
+    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    parser.add_argument("--messages", type=int, default=20_000, help="ingest messages (N)")
+    parser.add_argument("--rate", type=float, default=1000.0, help="latency scans per second")
+    parser.add_argument("--seconds", type=float, default=10.0, help="latency run length")
+    parser.add_argument("--lines", type=int, default=100_000, help="replay events")
+    parser.add_argument("--latency-client", metavar="JSON", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.latency_client:
+        result = latency_client(json.loads(args.latency_client))
+        print(json.dumps(result.__dict__))
+        return 0
+
+    # The gateway logs every connect and disconnect, and the bench stops it on purpose.
+    logging.basicConfig(level=logging.ERROR)
+    site = load_site(SITE_FILE)
+    bench_started = time.perf_counter()
+    say(f"machine: {machine()}")
+    with Mosquitto() as broker, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        say(f"broker: private Mosquitto on {broker.url}")
+        say(f"1. ingest: {args.messages} QoS 1 messages pre-published into an offline session")
+        raw = ingest_raw(broker, site, args.messages)
+        say(f"  raw paho consumer: {fmt(raw.rate())} msgs/s ({raw.describe()})")
+        gw, gw_note = ingest_gateway(broker, site, args.messages, Path(tmp) / "ingest")
+        say(f"  gateway: {fmt(gw.rate())} msgs/s ({gw.describe()}; {gw_note})")
+
+        say(f"2. scan→answer latency: {args.rate:g} scans/s for {args.seconds:g} s")
+        echo = latency_echo(broker, site, args)
+        say(f"  raw broker echo: {show(echo)}")
+        lat, lat_note = latency_gateway(broker, site, Path(tmp) / "latency", args)
+        say(f"  gateway answers: {show(lat)} ({lat_note})")
+
+    say(f"3. replay: {args.lines} synthetic lines over two simulated days")
+    speed = replay_speed(site, synthetic_events(site, args.lines), REPLAY_BUDGET)
+    cut = f", CUT after {speed.lines} lines ({REPLAY_BUDGET:g} s budget)" if speed.cut else ""
+    say(
+        f"  read+decode: {fmt(speed.decode_rate)} events/s; replay: {fmt(speed.replay_rate)} "
+        f"events/s ({speed.transitions} alert transitions{cut})"
+    )
+
+    rows = [
+        ("ingest (msgs/s)", gw.rate(), raw.rate(), "raw paho consumer, same N", 0),
+        ("scan→answer p50 (ms)", lat.p50, echo.p50, "raw broker echo, same rate", 2),
+        ("scan→answer p99 (ms)", lat.p99, echo.p99, "raw broker echo, same rate", 2),
+        ("scan→answer max (ms)", lat.max, echo.max, "raw broker echo, same rate", 2),
+        ("replay (events/s)", speed.replay_rate, speed.decode_rate, "read+decode, same lines", 0),
+    ]
+    print()
+    print(f"{'figure':<22} {'gateway':>10} {'baseline':>10} {'ratio':>9}  baseline")
+    for name, value, base, what, digits in rows:
+        print(
+            f"{name:<22} {fmt(value, digits):>10} {fmt(base, digits):>10} "
+            f"{fmt(ratio(value, base), 2):>9}  {what}"
+        )
+    print(
+        "ratio = gateway / baseline: for throughput lower is slower, for latency higher is slower"
+    )
+    if gw.done < gw.expected:
+        print(f"! ingest: {gw.describe()}; the rate is over what was committed by then")
+    if lat.answered < lat.sent:
+        print(f"! latency: {lat.sent - lat.answered} scans got no answer, left out of the figures")
+    if speed.cut:
+        print(f"! replay: cut after {speed.lines} of {args.lines} lines ({REPLAY_BUDGET:g} s)")
+    print(
+        f"ingest: N={args.messages} (7 scans : 3 readings), pre-published while the consumer was "
+        "offline; timed from connect to the last message received (raw) / committed (gateway)"
+    )
+    print(f"machine: {machine()}; one run, {time.perf_counter() - bench_started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

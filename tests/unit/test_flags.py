@@ -1,0 +1,88 @@
+"""Suspicious scans are flagged, not refused (contract §5, last paragraph)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from gateway.config import Site
+from gateway.events import Message
+from gateway.ingest.topics import Topics
+from gateway.pipeline import Pipeline
+from gateway.store.sqlite import SqliteStore
+from tests.unit.ruleharness import make_site
+
+T0 = dt.datetime(2026, 11, 24, 2, 0, tzinfo=dt.UTC)
+
+
+def site_with_walking() -> Site:
+    return make_site(
+        walking={"default_minutes": 1, "legs": [{"between": ["front", "power"], "minutes": 8}]}
+    )
+
+
+class Scanner:
+    def __init__(self, site: Site) -> None:
+        self.store = SqliteStore()
+        self.pipeline = Pipeline(site, Topics("estate", site.id), self.store, T0)
+        self.seq = 0
+
+    def scan(self, reader: str, who: str, seconds: float) -> list[str]:
+        """Scan and return the flags of the scan answer."""
+        self.seq += 1
+        t = T0 + dt.timedelta(seconds=seconds)
+        body = {"credential": who, "method": "qr", "seq": self.seq, "ts": t.isoformat()}
+        msg = Message(f"estate/t/reader/{reader}/scan", json.dumps(body).encode(), t, 1)
+        answer = next(p for p in self.pipeline.handle(msg).publications if p.topic.endswith("/ack"))
+        flags: list[str] = json.loads(answer.payload)["flags"]
+        return flags
+
+
+@pytest.mark.parametrize(("gap", "flagged"), [(30, True), (60, True), (61, False)])
+def test_duplicate_tap_within_60_seconds(gap: float, flagged: bool) -> None:
+    """The same person at the same reader within 60 s (inclusive) is a duplicate tap."""
+    s = Scanner(site_with_walking())
+    assert s.scan("fd", "ANN", 0) == []
+    assert s.scan("fd", "ANN", gap) == (["duplicate_tap"] if flagged else [])
+
+
+@pytest.mark.parametrize(("gap", "flagged"), [(59, True), (60, False)])
+def test_impossible_travel_default_walking_time(gap: float, flagged: bool) -> None:
+    """Another post sooner than the default walking minute is impossible; a minute is fine."""
+    s = Scanner(site_with_walking())
+    s.scan("fd", "ANN", 0)
+    assert s.scan("mc", "ANN", gap) == (["impossible_travel"] if flagged else [])
+
+
+def test_declared_walking_leg_and_counts() -> None:
+    """A declared leg (8 min) overrides the default; flags are stored and counted, and count."""
+    s = Scanner(site_with_walking())
+    s.scan("fd", "ANN", 0)
+    assert s.scan("pr", "ANN", 7 * 60) == ["impossible_travel"]
+    assert s.scan("fd", "ANN", 7 * 60 + 8 * 60) == []
+    assert s.scan("fd", "BOB", 0) == []  # another person: no flag from Ann's scans
+    assert s.pipeline.counters["flag_impossible_travel"] == 1
+    assert s.store.count("scans") == 4  # flagged scans are kept, not refused
+
+
+def test_flags_are_stored_and_a_redelivery_answers_the_same() -> None:
+    """A duplicate delivery (same seq) gets the first answer's flags, not a duplicate_tap."""
+    s = Scanner(site_with_walking())
+    s.scan("fd", "ANN", 0)
+    assert s.scan("fd", "ANN", 10) == ["duplicate_tap"]
+    assert s.store.scan_flags("fd", 2) == ("duplicate_tap",)
+    s.seq -= 1  # deliver seq 2 again
+    assert s.scan("fd", "ANN", 10) == ["duplicate_tap"]
+    assert s.pipeline.counters["duplicates"] == 1
+    assert s.pipeline.counters["flag_duplicate_tap"] == 1
+
+
+def test_walking_leg_must_name_declared_posts() -> None:
+    """A walking leg that names an unknown post is a config error with its key path."""
+    from gateway.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        make_site(walking={"legs": [{"between": ["front", "nowhere"], "minutes": 3}]})
+    assert "walking.legs[0].between[1]" in str(info.value)
