@@ -1,7 +1,8 @@
 """Meter poller: reads plant-room meters over Modbus RTU/TCP and publishes contract readings.
 
-A small YAML file (`devices/meters.example.yaml`, docs/meter-poller.md) maps each meter's
-registers to the metrics of one equipment of the site. Every meter has its own MQTT connection
+A small YAML file (`devices/meters.example.yaml`, docs/meter-poller.md; its model is
+`devices.meter_config`) maps each meter's registers to the metrics of one equipment of the site;
+`devices.meter_modbus` reads and decodes them. Every meter has its own MQTT connection
 (client id `meter-poller-{site}-{equipment}`) whose last will is `offline`, retained, on
 `device/{equipment}/status` (contract §2); a meter that does not answer `offline_after` polls
 in a row is said `offline` too, and `online` again when it answers. Readings (§3) go out at
@@ -17,341 +18,35 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import math
 import os
 import signal
-import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as paho
-import yaml
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pymodbus.client import ModbusSerialClient, ModbusTcpClient
-from pymodbus.exceptions import ModbusException
 
-from gateway.config import ConfigError, Site, load_site
-from gateway.config.models import ID_PATTERN
+from devices.meter_config import (
+    MeterConfigError,
+    PollerConfig,
+    RtuMeter,
+    TcpMeter,
+    check_against_site,
+    connection_of,
+    load_config,
+)
+from devices.meter_modbus import ModbusSource, Source, Value, read_meter
+from devices.mqtt_device import device_client, held
+from gateway.config import ConfigError, load_site
 from gateway.ingest.mqtt import BrokerUrl
 from gateway.ingest.topics import Topics
 from gateway.timeutil import iso
 
 log = logging.getLogger("devices.meter_poller")  # the same name under `python -m`
-
-Value = float | int | bool
-Kind = Literal["holding", "input", "coil", "discrete"]
-DataType = Literal["int16", "uint16", "int32", "uint32", "float32", "bool"]
-WORDS: dict[str, int] = {"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2, "bool": 1}
-_STRUCT = {"int16": "h", "uint16": "H", "int32": "i", "uint32": "I", "float32": "f"}
-Id = Annotated[str, Field(pattern=ID_PATTERN, description="[a-z0-9][a-z0-9_-]{0,63}")]
-
-# -- configuration -----------------------------------------------------------------------------
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Register(_Strict):
-    """One metric read from one register (or two, or one bit) of a meter."""
-
-    metric: str = Field(pattern=r"^[A-Za-z0-9_]{1,64}$", description="a metric of the site file")
-    address: int = Field(ge=0, le=65535, description="0-based address (manual's 40001 is 0)")
-    kind: Kind = Field("holding", description="holding | input registers, coil | discrete bits")
-    type: DataType | None = Field(None, description="default: bool for bits, uint16 otherwise")
-    scale: float = Field(1.0, description="value = raw × scale + offset")
-    offset: float = Field(0.0, description="added after scale")
-    word_order: Literal["big", "little"] = Field("big", description="big: high word first")
-    bit: int | None = Field(None, ge=0, le=15, description="type bool: this bit of the register")
-    invert: bool = Field(False, description="type bool: report the opposite (NC contacts)")
-
-    @property
-    def bits(self) -> bool:
-        """True for coils and discrete inputs (one bit each)."""
-        return self.kind in ("coil", "discrete")
-
-    @property
-    def dtype(self) -> str:
-        """The data type, defaults applied."""
-        return "bool" if self.bits else self.type or "uint16"
-
-    @model_validator(mode="after")
-    def _coherent(self) -> Register:
-        if self.bits and self.type not in (None, "bool"):
-            raise ValueError(f"a {self.kind} is one bit: leave type out, or write bool")
-        if self.dtype == "bool" and (self.scale != 1 or self.offset != 0):
-            raise ValueError("scale and offset apply to numbers, not to type bool")
-        if self.bit is not None and (self.bits or self.dtype != "bool"):
-            raise ValueError("bit picks one bit of a holding/input register of type bool")
-        if self.invert and self.dtype != "bool":
-            raise ValueError("invert applies to type bool only")
-        if self.scale == 0:
-            raise ValueError("scale 0 would make every reading 0")
-        if self.address + WORDS[self.dtype] > 65536:
-            raise ValueError(f"{self.dtype} at {self.address} runs past address 65535")
-        return self
-
-
-class _Meter(_Strict):
-    equipment: Id = Field(description="the equipment id of the site file")
-    unit: int = Field(1, ge=0, le=247, description="Modbus unit (slave) id")
-    every_seconds: float = Field(5, gt=0, description="poll interval")
-    timeout_seconds: float = Field(1, gt=0, le=30, description="wait this long for an answer")
-    retries: int = Field(1, ge=0, le=5, description="resend an unanswered request this often")
-    registers: list[Register] = Field(min_length=1, description="what to read")
-
-    @field_validator("registers")
-    @classmethod
-    def _unique(cls, registers: list[Register]) -> list[Register]:
-        names = [r.metric for r in registers]
-        if twice := sorted({n for n in names if names.count(n) > 1}):
-            raise ValueError(f"metric {twice[0]!r} is mapped twice")
-        return registers
-
-
-class TcpMeter(_Meter):
-    transport: Literal["tcp"] = Field(description="Modbus TCP (or a TCP gateway to RS-485)")
-    host: str = Field(min_length=1, description="IP address or host name")
-    port: int = Field(502, ge=1, le=65535, description="TCP port")
-
-
-class RtuMeter(_Meter):
-    transport: Literal["rtu"] = Field(description="Modbus RTU on a serial port")
-    port: str = Field(min_length=1, description="serial device, e.g. /dev/ttyUSB0")
-    baudrate: int = Field(9600, gt=0, description="bits per second")
-    parity: Literal["N", "E", "O"] = Field("N", description="none, even, odd")
-    bytesize: Literal[7, 8] = Field(8, description="data bits")
-    stopbits: Literal[1, 2] = Field(1, description="stop bits")
-
-
-Meter = Annotated[TcpMeter | RtuMeter, Field(discriminator="transport")]
-
-
-def _line(m: TcpMeter | RtuMeter) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-    """(connection, settings): meters on one connection share one client, so one setting."""
-    common = (m.timeout_seconds, m.retries)
-    if isinstance(m, TcpMeter):
-        return ("tcp", m.host, m.port), common
-    return ("rtu", m.port), (*common, m.baudrate, m.parity, m.bytesize, m.stopbits)
-
-
-class PollerConfig(_Strict):
-    """The whole file."""
-
-    site: Id = Field(description="site id, as in the site file and the topics")
-    root: Id = Field("estate", description="topic root (the gateway's --root)")
-    broker: str = Field("mqtt://127.0.0.1:1883", description="mqtt://host:port or mqtts://")
-    timezone: str = Field("Asia/Shanghai", description="zone of the ts offsets")
-    offline_after: int = Field(3, ge=1, description="unanswered polls in a row before offline")
-    meters: list[Meter] = Field(min_length=1, description="one entry per meter")
-
-    @field_validator("broker")
-    @classmethod
-    def _broker(cls, value: str) -> str:
-        BrokerUrl.parse(value)
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown IANA time zone {value!r}") from exc
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> PollerConfig:
-        seen: dict[str, int] = {}
-        lines: dict[tuple[Any, ...], tuple[int, tuple[Any, ...]]] = {}
-        for i, m in enumerate(self.meters):
-            if m.equipment in seen:
-                raise ValueError(
-                    f"meters[{i}].equipment: {m.equipment} is meters[{seen[m.equipment]}]"
-                )
-            seen[m.equipment] = i
-            key, settings = _line(m)
-            first, want = lines.setdefault(key, (i, settings))
-            if settings != want:
-                raise ValueError(
-                    f"meters[{i}]: shares {':'.join(map(str, key[1:]))} with meters[{first}]: "
-                    "give them the same timeout_seconds, retries and line settings"
-                )
-        return self
-
-
-class MeterConfigError(ValueError):
-    """The poller's file is refused; `problems` lists `path: what is wrong` for every error."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.problems = problems
-        head = f"电表配置有 {len(problems)} 处错误 / {len(problems)} error(s) in {source}:\n"
-        super().__init__(head + "\n".join(f"{source}: {p}" for p in problems))
-
-
-def _where(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for i, part in enumerate(loc):
-        if part in ("tcp", "rtu") and i and isinstance(loc[i - 1], int):
-            continue  # the union's tag that pydantic puts in the path
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def parse_config(data: object, source: str = "<meters>") -> PollerConfig:
-    """Validate parsed YAML; raise MeterConfigError with the key path of every problem."""
-    try:
-        return PollerConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for e in exc.errors():
-            hint = {"extra_forbidden": "unknown key", "missing": "required key is missing"}
-            msg = hint.get(e["type"], e["msg"])
-            msg, where = msg.removeprefix("Value error, "), _where(e["loc"])
-            problems.append(f"{where}: {msg}" if where else msg)
-        raise MeterConfigError(source, problems) from exc
-
-
-def load_config(path: str | Path) -> PollerConfig:
-    """Read and validate the poller's YAML file."""
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise MeterConfigError(str(path), [f"(top): cannot read the file: {exc}"]) from exc
-    return parse_config(data, str(path))
-
-
-def check_against_site(config: PollerConfig, site: Site) -> list[str]:
-    """Problems that would make the gateway refuse readings (unknown equipment or metric)."""
-    if config.site != site.id:
-        return [f"site: {config.site!r} is not the site file's {site.id!r}"]
-    problems = []
-    for i, m in enumerate(config.meters):
-        equipment = site.equipment.get(m.equipment)
-        if equipment is None:
-            problems.append(f"meters[{i}].equipment: {m.equipment} is not in the site file")
-            continue
-        for j, reg in enumerate(m.registers):
-            metric, where = equipment.metrics.get(reg.metric), f"meters[{i}].registers[{j}]"
-            if metric is None:
-                known = ", ".join(sorted(equipment.metrics)) or "none"
-                problems.append(
-                    f"{where}.metric: {reg.metric!r} is not a metric of {m.equipment} in the site"
-                    f" file (it has: {known})"
-                )
-                continue
-            boolean, number = (
-                metric.expect is not None,
-                metric.min is not None or metric.max is not None,
-            )
-            if (boolean and reg.dtype != "bool") or (number and reg.dtype == "bool"):
-                want = "a boolean (expect)" if boolean else "a number (min/max)"
-                problems.append(f"{where}: the site file says {reg.metric} is {want}")
-    return problems
-
-
-# -- decoding (pure) ---------------------------------------------------------------------------
-
-
-def decode(reg: Register, raw: Sequence[int] | Sequence[bool]) -> Value:
-    """The metric's value from what the meter returned; ValueError if it is not usable."""
-    if len(raw) < (1 if reg.bits else WORDS[reg.dtype]):
-        raise ValueError(f"{len(raw)} value(s) returned, {WORDS[reg.dtype]} needed")
-    if reg.dtype == "bool":
-        word = int(raw[0])
-        state = bool(word >> reg.bit & 1) if reg.bit is not None else word != 0
-        return state != reg.invert
-    words = [int(w) for w in raw[: WORDS[reg.dtype]]]
-    if reg.word_order == "little":
-        words.reverse()
-    data = b"".join(w.to_bytes(2, "big") for w in words)
-    number: int | float = struct.unpack(">" + _STRUCT[reg.dtype], data)[0]
-    if not math.isfinite(number):
-        raise ValueError(f"{reg.dtype} is {number} (the meter reports no value)")
-    if isinstance(number, int) and reg.scale == 1 and reg.offset == 0:
-        return number
-    return round(number * reg.scale + reg.offset, 6)  # 715 × 0.1 → 71.5, not 71.50000000000001
-
-
-# -- Modbus ------------------------------------------------------------------------------------
-
-
-class NoAnswer(Exception):
-    """The meter did not answer: timeout, refused connection, missing serial port."""
-
-
-class Refused(Exception):
-    """The meter answered with a Modbus exception (e.g. 2: illegal data address)."""
-
-
-class Source(Protocol):
-    """Where registers come from: one Modbus connection (a TCP host or a serial line)."""
-
-    def read(self, unit: int, reg: Register) -> Sequence[int] | Sequence[bool]: ...
-
-    def close(self) -> None: ...
-
-
-class ModbusSource:
-    """A pymodbus synchronous client; it reconnects by itself on the next read."""
-
-    def __init__(self, meter: TcpMeter | RtuMeter) -> None:
-        self.client: ModbusTcpClient | ModbusSerialClient
-        t, r = meter.timeout_seconds, meter.retries
-        if isinstance(meter, TcpMeter):
-            self.client = ModbusTcpClient(meter.host, port=meter.port, timeout=t, retries=r)
-        else:
-            self.client = ModbusSerialClient(
-                meter.port,
-                baudrate=meter.baudrate,
-                parity=meter.parity,
-                bytesize=meter.bytesize,
-                stopbits=meter.stopbits,
-                timeout=t,
-                retries=r,
-            )
-
-    def read(self, unit: int, reg: Register) -> Sequence[int] | Sequence[bool]:
-        c, count = self.client, 1 if reg.bits else WORDS[reg.dtype]
-        call = {
-            "holding": c.read_holding_registers,
-            "input": c.read_input_registers,
-            "coil": c.read_coils,
-            "discrete": c.read_discrete_inputs,
-        }[reg.kind]
-        try:
-            response = call(reg.address, count=count, device_id=unit)
-        except ModbusException as exc:
-            raise NoAnswer(str(exc)) from exc
-        if response.isError():
-            raise Refused(f"Modbus exception {getattr(response, 'exception_code', '?')}")
-        return response.bits[:count] if reg.bits else response.registers
-
-    def close(self) -> None:
-        self.client.close()  # type: ignore[no-untyped-call]  # pymodbus leaves it unannotated
-
-
-def read_meter(
-    meter: TcpMeter | RtuMeter, source: Source
-) -> tuple[dict[str, Value], dict[str, str], str | None]:
-    """(values, skipped metric → why, why the meter is silent or None if it answered at all)."""
-    values: dict[str, Value] = {}
-    skipped: dict[str, str] = {}
-    for reg in meter.registers:
-        try:
-            values[reg.metric] = decode(reg, source.read(meter.unit, reg))
-        except (Refused, ValueError) as exc:  # it answered, but not with a usable value
-            skipped[reg.metric] = str(exc)
-        except NoAnswer as exc:  # a silent meter: do not wait out a timeout per register
-            return values, skipped, None if values or skipped else str(exc)
-    return values, skipped, None
-
 
 # -- state and MQTT ----------------------------------------------------------------------------
 
@@ -396,27 +91,19 @@ class MqttSink:
 
     def __init__(self, broker: BrokerUrl, topics: Topics, equipment: str) -> None:
         self.broker, self._lock, self.state, self.dropped = broker, threading.Lock(), "online", 0
-        self.status_topic = f"{topics.base}/device/{equipment}/status"
-        self.reading_topic = f"{topics.base}/equipment/{equipment}/reading"
-        self.client = paho.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"meter-poller-{topics.site}-{equipment}",
-            protocol=MQTTProtocolVersion.MQTTv311,
+        self.status_topic = topics.device_status(equipment)
+        self.reading_topic = topics.reading(equipment)
+        self.client = device_client(
+            broker, f"meter-poller-{topics.site}-{equipment}", self.status_topic
         )
-        self.client.will_set(self.status_topic, b"offline", qos=1, retain=True)
-        self.client.reconnect_delay_set(1, 30)  # paho's exponential backoff, 1 s to 30 s
         self.client.max_queued_messages_set(1000)  # readings wait out a broker outage
-        if broker.username:
-            self.client.username_pw_set(broker.username, broker.password)
-        if broker.tls:
-            self.client.tls_set()
         self.client.on_connect = self._on_connect
         self.client.connect_async(broker.host, broker.port, keepalive=30)
         self.client.loop_start()
 
     def reading(self, payload: bytes) -> None:
         info = self.client.publish(self.reading_topic, payload, qos=1)
-        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+        if not held(info):  # sent, or queued until the broker is back: anything else is lost
             self.dropped += 1
             log.error("读数丢弃 / reading dropped (%s)", paho.error_string(info.rc))
 
@@ -513,7 +200,7 @@ class MeterPoller:
             self.start()
         buses: dict[tuple[Any, ...], list[TcpMeter | RtuMeter]] = {}
         for m in self.config.meters:
-            buses.setdefault(_line(m)[0], []).append(m)
+            buses.setdefault(connection_of(m)[0], []).append(m)
         threads = [
             threading.Thread(target=self._bus, args=(ms, stop), name=f"modbus {key[1]}")
             for key, ms in buses.items()

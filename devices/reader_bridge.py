@@ -3,8 +3,9 @@
     python -m devices.reader_bridge --port /dev/ttyUSB0 --baud 9600 --reader fd-1 --site zcity \\
         --broker mqtt://127.0.0.1:1883 --root estate --state ./bridge-state
 
-One thread reads the serial port (reopening it with backoff when it goes away), turns each line
-into a scan and appends it to the on-disk outbox (`devices.outbox`), which gives it its `seq`.
+One thread reads the serial port (`devices.reader_port`, reopening it with backoff when it goes
+away), turns each line into a scan (`devices.reader_lines`) and appends it to the on-disk outbox
+(`devices.outbox`), which gives it its `seq`.
 Another thread publishes the outbox, oldest first, at QoS 1, and deletes an entry only after the
 broker's PUBACK; while the broker is unreachable the scans simply accumulate on disk. paho
 reconnects to the broker with backoff (1 s → 30 s). The device status topic carries `online`
@@ -21,7 +22,6 @@ import datetime as dt
 import json
 import logging
 import os
-import re
 import signal
 import sqlite3
 import sys
@@ -30,116 +30,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import paho.mqtt.client as paho
-import serial
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from devices.mqtt_device import device_client, held
 from devices.outbox import DEFAULT_MAX_ENTRIES, Outbox, OutboxFull
-from gateway.config.models import ID_RE, normalize_uid
-from gateway.ingest.decode import MAX_CREDENTIAL_CHARS
+from devices.reader_lines import DefaultMethod, parse_line, scan_payload
+from devices.reader_port import read_port
+from gateway.config.models import ID_RE
 from gateway.ingest.mqtt import BrokerUrl
 from gateway.ingest.topics import Topics
 
 log = logging.getLogger("devices.reader_bridge")
 
-Method = Literal["nfc", "qr"]
-DefaultMethod = Literal["auto", "nfc", "qr"]
-READ_TIMEOUT = 0.2  # seconds a serial read waits: how fast the reader thread notices a stop
 DRAIN_SECONDS = 2.0  # on stop, how long the sender waits for the PUBACKs of what is in flight
-MAX_LINE_BYTES = 1024  # a longer run without CR/LF is noise (wrong baud rate, binary protocol)
-_PREFIX = re.compile(r"(uid|nfc|qr)\s*[:=]\s*(.*)", re.IGNORECASE | re.DOTALL)
-_EOL = re.compile(rb"[\r\n]")
-
-
-# -- lines → credentials (pure) ------------------------------------------------------------------
-
-
-def classify_line(line: str, default_method: DefaultMethod = "auto") -> tuple[Method, str] | str:
-    """`(method, credential)` for one line from a reader, or the reason it is not a scan.
-
-    * `UID:`/`UID=`/`NFC:` + hex (any case, separators `:`/`-`/space) → nfc, upper-case hex.
-    * `QR:`/`QR=` + text → qr, the text as it is (surrounding spaces removed).
-    * a bare line: with `default_method="auto"`, 8–20 hex digits (even count, separators
-      allowed: a 4-, 7- or 10-byte UID) → nfc, anything else → qr; `"nfc"` requires hex;
-      `"qr"` takes the line as QR text.
-    Control characters (NUL, STX/ETX framing, …) are dropped first; a line left empty is noise.
-    """
-    text = "".join(ch for ch in line.replace("\t", " ") if ch.isprintable()).strip()
-    if not text:
-        return "empty line (only spaces or control characters)"
-    prefixed = _PREFIX.fullmatch(text)
-    if prefixed is not None:
-        kind, value = prefixed.group(1).lower(), prefixed.group(2).strip()
-        method: Method = "qr" if kind == "qr" else "nfc"
-    else:
-        value = text
-        uid = normalize_uid(text)
-        if default_method == "auto":
-            method = "nfc" if uid is not None and _uid_sized(uid) else "qr"
-        else:
-            method = default_method
-    if not value:
-        return f"{text!r}: nothing after the prefix"
-    if method == "nfc":
-        uid = normalize_uid(value)
-        if uid is None:
-            return f"{text[:60]!r}: a card UID must be hexadecimal (prefix QR: for QR text)"
-        value = uid
-    if len(value) > MAX_CREDENTIAL_CHARS:
-        return f"{text[:60]!r}…: longer than {MAX_CREDENTIAL_CHARS} characters"
-    return (method, value)
-
-
-def parse_line(line: str, default_method: DefaultMethod = "auto") -> tuple[Method, str] | None:
-    """`(method, credential)`, or None (with the reason logged) for reader noise."""
-    result = classify_line(line, default_method)
-    if isinstance(result, str):
-        log.warning("忽略读卡器的一行 / ignored a reader line: %s", result)
-        return None
-    return result
-
-
-def _uid_sized(uid: str) -> bool:
-    return 8 <= len(uid) <= 20 and len(uid) % 2 == 0
-
-
-def scan_payload(method: Method, credential: str, at: dt.datetime, seq: int) -> bytes:
-    """A contract §3 scan, `ts` being the read time with its offset."""
-    aware = at if at.tzinfo is not None else at.astimezone()  # naive: the machine's local time
-    ts = aware.isoformat(timespec="milliseconds" if aware.microsecond else "seconds")
-    body = {"credential": credential, "method": method, "ts": ts, "seq": seq}
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-class LineSplitter:
-    """Bytes from the port → complete lines (ended by CR, LF or CRLF); empty lines vanish."""
-
-    def __init__(self, max_bytes: int = MAX_LINE_BYTES) -> None:
-        self.max_bytes = max_bytes
-        self._buffer = b""
-        self._overflowed = False
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """The lines completed by `data`; an over-long line is dropped with a warning."""
-        parts = _EOL.split(self._buffer + data)
-        self._buffer = parts.pop()
-        lines = []
-        for part in parts:
-            if self._overflowed:  # the tail of a line already dropped
-                self._overflowed = False
-            elif part:
-                lines.append(part)
-        if len(self._buffer) > self.max_bytes:
-            log.warning(
-                "丢弃超过 %d 字节仍无换行的数据（波特率错误？）/ dropped %d bytes without an end of"
-                " line (wrong baud rate?)",
-                self.max_bytes,
-                len(self._buffer),
-            )
-            self._buffer, self._overflowed = b"", True
-        return lines
 
 
 # -- the bridge ----------------------------------------------------------------------------------
@@ -160,20 +65,6 @@ class BridgeOptions:
     encoding: str = "utf-8"
     max_queue: int = DEFAULT_MAX_ENTRIES
     window: int = 10  # scans published but not yet acknowledged, at most
-
-
-class Backoff:
-    """1 s, 2 s, 4 s … capped; `reset()` after a success."""
-
-    def __init__(self, first: float = 1.0, cap: float = 30.0) -> None:
-        self.first, self.cap, self._next = first, cap, first
-
-    def next(self) -> float:
-        delay, self._next = self._next, min(self._next * 2, self.cap)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.first
 
 
 def _now() -> dt.datetime:
@@ -200,10 +91,10 @@ class ReaderBridge:
         if options.window < 1 or options.max_queue < 1:
             raise ValueError("window and max_queue must be at least 1")
         self.options, self.clock, self.on_answer = options, clock, on_answer
-        base = Topics(options.root, options.site).base
-        self.scan_topic = f"{base}/reader/{options.reader}/scan"
-        self.ack_topic = f"{base}/reader/{options.reader}/ack"
-        self.status_topic = f"{base}/device/{options.reader}/status"
+        topics = Topics(options.root, options.site)
+        self.scan_topic = topics.scan(options.reader)
+        self.ack_topic = topics.ack(options.reader)
+        self.status_topic = topics.device_status(options.reader)
         self.counts: collections.Counter[str] = collections.Counter()
         self.outbox: Outbox | None = None
         self._stop = threading.Event()
@@ -212,20 +103,11 @@ class ReaderBridge:
         self._connected = threading.Event()
         self._generation = 0  # bumped on every CONNACK
         self._threads: list[threading.Thread] = []
-        self._client = paho.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"reader-bridge-{options.reader}",
-            clean_session=True,  # the bridge only publishes; old answers are of no use
-            protocol=MQTTProtocolVersion.MQTTv311,
+        self._client = device_client(
+            options.broker, f"reader-bridge-{options.reader}", self.status_topic
         )
         self._client.max_inflight_messages_set(options.window + 10)
         self._client.max_queued_messages_set(0)  # unbounded: the window bounds it
-        self._client.reconnect_delay_set(1, 30)
-        self._client.will_set(self.status_topic, b"offline", qos=1, retain=True)
-        if options.broker.username:
-            self._client.username_pw_set(options.broker.username, options.broker.password)
-        if options.broker.tls:
-            self._client.tls_set()
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
@@ -281,41 +163,9 @@ class ReaderBridge:
     # -- serial side -----------------------------------------------------------------------------
 
     def _read_loop(self) -> None:
-        backoff, port = Backoff(), self.options.port
-        while not self._stop.is_set():
-            try:
-                link = serial.serial_for_url(port, baudrate=self.options.baud, timeout=READ_TIMEOUT)
-            except (serial.SerialException, OSError, ValueError) as error:
-                delay = backoff.next()
-                log.warning(
-                    "无法打开串口 / cannot open serial port %s: %s; retrying in %g s",
-                    port,
-                    error,
-                    delay,
-                )
-                self._stop.wait(delay)
-                continue
-            log.info("串口已打开 / serial port open: %s at %d baud", port, self.options.baud)
-            backoff.reset()
-            self._set_port(True)
-            try:
-                self._read_lines(link)
-            except (serial.SerialException, OSError) as error:
-                delay = backoff.next()
-                log.warning(
-                    "串口断开 / serial port %s lost: %s; reopening in %g s", port, error, delay
-                )
-                self._stop.wait(delay)
-            finally:
-                link.close()
-                self._set_port(False)
-
-    def _read_lines(self, link: serial.SerialBase) -> None:
-        splitter = LineSplitter()
-        while not self._stop.is_set():
-            data = link.read(max(1, link.in_waiting))
-            for raw in splitter.feed(data):
-                self._handle_line(raw)
+        read_port(
+            self.options.port, self.options.baud, self._stop, self._handle_line, self._set_port
+        )
 
     def _handle_line(self, raw: bytes) -> None:
         self.counts["lines"] += 1
@@ -464,14 +314,8 @@ class ReaderBridge:
 
 
 def _queued(info: paho.MQTTMessageInfo) -> paho.MQTTMessageInfo | None:
-    """The info of a QoS 1 publication paho holds, or None (logged) when it refused it.
-
-    paho queues a QoS 1 message published while disconnected and sends it on reconnect, but
-    leaves `rc = MQTT_ERR_NO_CONN`, which makes `is_published()` raise even after the PUBACK.
-    """
-    if info.rc == paho.MQTT_ERR_NO_CONN:
-        info.rc = paho.MQTT_ERR_SUCCESS
-    if info.rc != paho.MQTT_ERR_SUCCESS:
+    """The info of a QoS 1 publication paho holds (`held`), or None (logged) if it refused it."""
+    if not held(info):
         log.error("发布被拒绝 / paho refused a publication: %s", paho.error_string(info.rc))
         return None
     return info

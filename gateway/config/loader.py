@@ -56,6 +56,11 @@ def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = Fals
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 
 
+def load_yaml(text: str) -> Any:
+    """Safe YAML that refuses a key written twice (plain YAML keeps the last one silently)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
 def _path(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
@@ -107,7 +112,7 @@ def load_site(path: str | pathlib.Path) -> Site:
     except UnicodeDecodeError as exc:
         raise ConfigError(source, [ConfigProblem("", "the file is not UTF-8 text")]) from exc
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -24,7 +24,8 @@ import pytest
 from pymodbus.server import ModbusBaseServer, ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from devices.meter_poller import MeterPoller, PollerConfig
+from devices.meter_config import PollerConfig
+from devices.meter_poller import MeterPoller
 from tests.support.gateway import unique_root
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import MqttClient, Received

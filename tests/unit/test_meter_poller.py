@@ -12,21 +12,18 @@ from typing import Any
 
 import pytest
 
-from devices.meter_poller import (
+from devices.meter_config import (
     MeterConfigError,
-    MeterPoller,
-    NoAnswer,
     PollerConfig,
-    Refused,
     Register,
     RtuMeter,
     TcpMeter,
     check_against_site,
-    decode,
     load_config,
-    main,
     parse_config,
 )
+from devices.meter_modbus import NoAnswer, Refused, decode
+from devices.meter_poller import MeterPoller, main
 from gateway.config import Site
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "devices" / "meters.example.yaml"
@@ -316,3 +313,11 @@ def test_damaged_state_file_is_refused_at_start(tmp_path: Path) -> None:
     (tmp_path / "meter-poller-zcity.json").write_text('{"tx-1": 12')
     with pytest.raises(ValueError, match=r"is damaged .*move it away"):
         _poller(tmp_path, [T0])
+
+
+def test_a_key_written_twice_is_refused(tmp_path: Path) -> None:
+    """Plain YAML keeps the last of two equal keys silently; the meters file must not."""
+    path = tmp_path / "meters.yaml"
+    path.write_text("site: zcity\nsite: other\nmeters: []\n", encoding="utf-8")
+    with pytest.raises(MeterConfigError, match="written twice"):
+        load_config(path)

@@ -12,14 +12,9 @@ from pathlib import Path
 import pytest
 
 from devices.outbox import Outbox, OutboxFull
-from devices.reader_bridge import (
-    BridgeOptions,
-    LineSplitter,
-    ReaderBridge,
-    classify_line,
-    parse_line,
-    scan_payload,
-)
+from devices.reader_bridge import BridgeOptions, ReaderBridge
+from devices.reader_lines import classify_line, parse_line, scan_payload
+from devices.reader_port import LineSplitter
 from gateway.config import Site
 from gateway.events import Message, Scan
 from gateway.ingest.decode import Decoder
