@@ -65,12 +65,21 @@ class DutyRules:
         # a swap or a fired deadline, so it is kept until one of those happens.
         self._next: dt.datetime | None = None
         self._next_known = False
+        # Patrol time per (person, day, until), valid while the person has no new scan.
+        self._version: dict[str, int] = {}
+        self._patrol: dict[tuple[str, dt.date, dt.datetime], tuple[int, dt.timedelta]] = {}
+        self._deadlines: dict[tuple[dt.date, str], dt.datetime] = {}
 
     # -- facts -------------------------------------------------------------------------------
 
     def deadline(self, day: dt.date, name: str) -> dt.datetime:
         """The instant of the `duty` clock time `name` within duty day `day`."""
-        return self.cal.deadline(day, self.site.clock(name))
+        key = (day, name)
+        if key not in self._deadlines:
+            if len(self._deadlines) > 64:
+                self._deadlines.clear()
+            self._deadlines[key] = self.cal.deadline(day, self.site.clock(name))
+        return self._deadlines[key]
 
     def scans_of(self, person: str, since: dt.datetime, until: dt.datetime) -> list[Signed]:
         """`person`'s scans in [since, until]."""
@@ -100,8 +109,16 @@ class DutyRules:
         manager = self.roster.manager(day, at)
         if manager is None:
             return dt.timedelta(0)
+        key, version = (manager, day, at), self._version.get(manager, 0)
+        cached = self._patrol.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1]
         times = [s.time for s in self.scans_of(manager, self.cal.day_start(day), at)]
-        return patrol_time(times, self.max_gap)
+        value = patrol_time(times, self.max_gap)
+        if len(self._patrol) > 256:
+            self._patrol.clear()
+        self._patrol[key] = (version, value)
+        return value
 
     def signed_posts(self, day: dt.date, at: dt.datetime) -> dict[str, dt.datetime]:
         """Key posts the duty manager of `day` signed since day_starts, with the first time."""
@@ -123,7 +140,12 @@ class DutyRules:
 
     def on_event(self, ctx: RuleContext, event: Event) -> None:
         """Scans sign; swaps and confirmations change who is on duty and what is complete."""
-        if isinstance(event, Scan | SwapRegistered | HandoverConfirmed):
+        if isinstance(event, SwapRegistered | HandoverConfirmed) or (
+            # Scans move only the patrol early warning, and only the duty managers' scans.
+            isinstance(event, Scan)
+            and self.early
+            and self.site.has_role(event.person, [Role.duty_manager])
+        ):
             self._next_known = False
         if isinstance(event, Scan) and event.person is not None:
             self._on_scan(ctx, Signed(event.time, event.person, event.post))
@@ -206,6 +228,7 @@ class DutyRules:
 
     def _on_scan(self, ctx: RuleContext, scan: Signed) -> None:
         self.scans.setdefault(scan.person, []).append(scan)
+        self._version[scan.person] = self._version.get(scan.person, 0) + 1
         ctx.clear(ABSENT, scan.person)  # their first scan after the deadline (rule 1)
         for day in {self.cal.day_of(scan.time), self.cal.day_of(scan.time + CHECK_IN_LEAD)}:
             if ctx.book.get(HANDOVER_OVERDUE, day.isoformat()) and self.handover_done(day, ctx.now):
@@ -356,6 +379,9 @@ class DutyRules:
         horizon = self.cal.day_start(self.cal.day_of(now) - dt.timedelta(days=2))
         for person, scans in list(self.scans.items()):
             kept = [s for s in scans if s.time >= horizon]
+            if len(kept) == len(scans):
+                continue
+            self._version[person] = self._version.get(person, 0) + 1
             if kept:
                 self.scans[person] = kept
             else:
