@@ -1,10 +1,14 @@
 """A seeded site simulator: duty-manager patrols, rounds, guards, sensors and faults over MQTT.
 
 `Simulator` is pure — no I/O, no wall clock: given a site, a seed and a start instant it says what
-happens next (`events_until(t)`), and the same seed always gives the same events. `Publisher`
-runs it against a broker on a `SimClock`; `flood` makes valid traffic fast, for benchmarks.
+happens next (`events_until(t)`), and the same seed always gives the same events. Sensors read
+a daily cycle with slow drift and noise; the faults it injects (a leak, an overheating
+transformer, a sagging generator battery, a reader going offline, a stranger's card …) are
+planned in `devices.faults` and configured with `FaultConfig`. `Publisher` runs it against a
+broker on a `SimClock`; `flood` makes valid traffic fast, for benchmarks.
 
     python -m devices.simulator --config gateway/sites/zcity.yaml --broker mqtt://127.0.0.1:1883
+    python -m devices.simulator --config gateway/sites/zcity.yaml --only leak,battery_sag --faults 5
 """
 
 from __future__ import annotations
@@ -31,13 +35,26 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from devices.faults import FAULT_NAMES, Excursion, FaultConfig, FaultPlanner, Plan
 from gateway.config import ConfigError, Site, load_site
-from gateway.config.models import ENGINEERING_ROLES, Equipment, Metric, Person, Post, PostKind
+from gateway.config.models import Equipment, Metric, Person, Post, PostKind
 from gateway.ingest.mqtt import BrokerUrl
 from gateway.ingest.topics import Topics
 from gateway.timeutil import BadTime, iso, parse_instant
 
+__all__ = [
+    "FAULT_NAMES",
+    "FaultConfig",
+    "Publisher",
+    "SimClock",
+    "SimEvent",
+    "Simulator",
+    "demo_start",
+    "flood",
+]
+
 MIN, DAY = dt.timedelta(minutes=1), dt.timedelta(days=1)
+SAME_POST_AGAIN = 2 * MIN  # one person at one post twice: not sooner (duplicate_tap is 60 s)
 FLOOD_START = dt.datetime(2026, 1, 5, 1, 0, tzinfo=dt.UTC)  # a Monday, 09:00 in Shanghai
 
 
@@ -52,37 +69,20 @@ class SimEvent:
     retain: bool
     device: str
     kind: str  # scan | reading | status
-    fault: str | None = None  # unknown_card | reader_offline | reader_online | out_of_range
+    # The injected fault this event is part of: unknown_card | reader_offline | reader_online
+    # | leak | transformer_overheat | battery_sag | out_of_range; a reading during two faults of
+    # its equipment names both, joined by "+" (see `faults`). An engineer's check is part of
+    # the fault it checks on.
+    fault: str | None = None
 
     def body(self) -> Any:
         """The payload as JSON (scan, reading) or text (status)."""
         return self.payload.decode() if self.kind == "status" else json.loads(self.payload)
 
-
-@dataclass(frozen=True)
-class FaultConfig:
-    """Injected faults; rates are expected occurrences per simulated day (0 turns one off)."""
-
-    unknown_cards_per_day: float = 4.0  # a card nobody owns, at a random reader
-    reader_outages_per_day: float = 2.0  # a reader goes offline (buffers scans), then online
-    reader_outage_minutes: tuple[float, float] = (10.0, 40.0)
-    out_of_range_per_day: float = 2.0  # a metric over max / under min / != expect, then back
-    out_of_range_minutes: tuple[float, float] = (5.0, 25.0)
-    scale: float = 1.0  # multiplies every rate (0: no faults at all)
-
-    @classmethod
-    def none(cls) -> FaultConfig:
-        """No faults at all."""
-        return cls(scale=0.0)
-
-
-@dataclass(frozen=True)
-class _Plan:
-    at: dt.datetime
-    action: str  # scan | unknown | reading | offline | online | force | release
-    target: str  # a reader or an equipment
-    person: str | None = None
-    data: str = ""  # the credential of `unknown`, the metric of `force` / `release`
+    @property
+    def faults(self) -> tuple[str, ...]:
+        """Every fault this event is part of (none: an ordinary event)."""
+        return tuple(self.fault.split("+")) if self.fault else ()
 
 
 def _card(person: Person) -> tuple[str, str] | None:
@@ -112,16 +112,23 @@ class _Gauge:
         self.lo = -math.inf if lo is None else lo + self.margin
         self.hi = math.inf if hi is None else hi - self.margin
 
-    def value(self, at: dt.datetime, forced: bool) -> float | bool:
+    def value(self, at: dt.datetime, fault: Excursion | None = None) -> float | bool:
+        """The value at `at`; during an excursion, moved towards (and at its worst, beyond)
+        the limit it breaks, out by more than the margin."""
+        weight = 0.0 if fault is None else fault.weight(at)
         if self.m.expect is not None:
-            return self.m.expect != forced
+            return self.m.expect != (weight > 0)
         self.drift = 0.97 * self.drift + self.rng.gauss(0, 0.05 * self.amp)
-        if forced:  # out of range by more than the margin, over max if there is one
-            over = self.margin + 0.05 * self.scale * (1 + self.rng.random())
-            return round(self.m.max + over if self.m.max is not None else self.lo - 2 * over, 2)
         cycle = math.sin(2 * math.pi * (at.timestamp() / 86400 - 0.25))
         x = self.base + 0.5 * self.amp * cycle + self.drift + self.rng.gauss(0, 0.1 * self.amp)
-        return min(max(round(x, 2), self.lo), self.hi)
+        normal = min(max(round(x, 2), self.lo), self.hi)
+        if fault is None or weight == 0:
+            return normal
+        up = (fault.direction > 0 and self.m.max is not None) or self.m.min is None
+        over = self.margin + 0.05 * self.scale * fault.depth
+        worst = self.m.max + over if up and self.m.max is not None else self.lo - 2 * over
+        wobble = abs(self.rng.gauss(0, 0.01 * self.scale)) * (1 if up else -1)
+        return round(normal + (worst - normal) * weight + wobble * weight, 2)
 
 
 class _Out:
@@ -173,7 +180,8 @@ class Simulator:
         self._out = _Out(site, root, seq_base)
         self.topics = Topics(root, site.id)
         self._offline: dict[str, list[SimEvent]] = {}  # reader → scans buffered while offline
-        self._forced: set[tuple[str, str]] = set()  # (equipment, metric) held out of range
+        self._faults: dict[tuple[str, str], Excursion] = {}  # (equipment, metric) → its fault
+        self._last_scan: dict[str, tuple[dt.datetime, str]] = {}  # person → (when, post)
         self._gauges = {
             (e.id, n): _Gauge(m, self._rng("gauge", e.id, n))
             for e in site.equipment.values()
@@ -189,7 +197,7 @@ class Simulator:
                 max(2 + 1.2 * abs(i - j), 1.25 * least) + rng.uniform(0, 1.5)
             ) * MIN
         self._people = [p for p in site.people.values() if _card(p)]
-        actors: list[Iterator[_Plan]] = [self._boot(), self._duty()]
+        actors: list[Iterator[Plan]] = [self._boot(), self._duty()]
         actors += [self._round(p) for p in site.posts.values() if p.rounds]
         guards = [p for p in self._people if "security" in p.roles]
         gates = [p for p in self._posts if p.kind == PostKind.security_post]
@@ -197,8 +205,9 @@ class Simulator:
             mine = [g for j, g in enumerate(gates) if j % len(guards) == i]
             actors.append(self._guard(guard, mine or [gates[i % len(gates)]]))
         actors += [self._readings(e) for e in site.equipment.values() if e.metrics]
-        actors += [self._unknown_cards(), self._outages(), self._out_of_range()]
-        self._heap: list[tuple[dt.datetime, int, _Plan, Iterator[_Plan]]] = []
+        planner = FaultPlanner(site, self.faults, self.start, self._rng, self._interval)
+        actors += planner.actors()
+        self._heap: list[tuple[dt.datetime, int, Plan, Iterator[Plan]]] = []
         for i, actor in enumerate(actors):
             self._push(i, actor)
 
@@ -207,6 +216,12 @@ class Simulator:
         out: list[SimEvent] = []
         while self._heap and self._heap[0][0] <= until:
             _, index, plan, actor = heapq.heappop(self._heap)
+            later = self._still_busy(plan)
+            if later is not None:  # two actors sent one person: they come when they can
+                heapq.heappush(
+                    self._heap, (later, index, dataclasses.replace(plan, at=later), actor)
+                )
+                continue
             out += self._apply(plan)
             self._push(index, actor)
         return out
@@ -220,29 +235,44 @@ class Simulator:
     def _rng(self, *parts: str) -> random.Random:
         return random.Random(":".join((str(self.seed), *parts)))
 
-    def _push(self, index: int, actor: Iterator[_Plan]) -> None:
+    def _push(self, index: int, actor: Iterator[Plan]) -> None:
         plan = next(actor, None)
         if plan is not None:
             plan = dataclasses.replace(plan, at=plan.at.replace(microsecond=0))
             heapq.heappush(self._heap, (plan.at, index, plan, actor))
 
-    def _apply(self, plan: _Plan) -> list[SimEvent]:
+    def _still_busy(self, plan: Plan) -> dt.datetime | None:
+        """When a person asked to scan too soon after their last scan (a round and an on-site
+        check at once) can be there: never faster than the site's walking times (no
+        impossible_travel), never twice within a minute at one post (no duplicate_tap)."""
+        if plan.action != "scan" or plan.person is None:
+            return None
+        post = self.site.reader_post[plan.target].id
+        last = self._last_scan.get(plan.person)
+        if last is not None:
+            least = self.site.walking_time(last[1], post) if last[1] != post else SAME_POST_AGAIN
+            if plan.at < last[0] + least:
+                due = last[0] + least  # whole seconds, as every planned instant
+                return due + dt.timedelta(microseconds=-due.microsecond % 1_000_000)
+        self._last_scan[plan.person] = (plan.at, post)
+        return None
+
+    def _apply(self, plan: Plan) -> list[SimEvent]:
         at, target, out = plan.at, plan.target, self._out
         if plan.action == "reading":
             values = {
-                n: self._gauges[(target, n)].value(at, (target, n) in self._forced)
+                n: self._gauges[(target, n)].value(at, self._faults.get((target, n)))
                 for n in self.site.equipment[target].metrics
             }
-            forced = any(eq == target for eq, _ in self._forced)
-            fault = "out_of_range" if forced else ""
-            return [out.json(at, "reading", target, {"values": values}, fault)]
+            faults = sorted({f.fault for (eq, _), f in self._faults.items() if eq == target})
+            return [out.json(at, "reading", target, {"values": values}, "+".join(faults))]
         if plan.action in ("scan", "unknown"):
             if plan.action == "unknown":
-                event = out.scan(at, target, ("nfc", plan.data), "unknown_card")
+                event = out.scan(at, target, ("nfc", plan.data), plan.fault)
             else:
                 card = _card(self.site.people[plan.person or ""])
                 assert card is not None
-                event = out.scan(at, target, card)
+                event = out.scan(at, target, card, plan.fault)
             if target in self._offline:  # a reader buffers while offline and sends late
                 self._offline[target].append(event)
                 return []
@@ -255,15 +285,17 @@ class Simulator:
             fault = "" if buffered is None else "reader_online"
             late = [dataclasses.replace(e, at=at) for e in buffered or []]
             return [out.status(at, target, "online", fault), *late]
+        exc = plan.excursion
+        assert exc is not None, plan
         if plan.action == "force":
-            self._forced.add((target, plan.data))
-        else:
-            self._forced.discard((target, plan.data))
+            self._faults[(exc.equipment, exc.metric)] = exc
+        elif self._faults.get((exc.equipment, exc.metric)) == exc:
+            del self._faults[(exc.equipment, exc.metric)]
         return []
 
-    def _boot(self) -> Iterator[_Plan]:
+    def _boot(self) -> Iterator[Plan]:
         for device in sorted(self.site.devices):
-            yield _Plan(self.start, "online", device)
+            yield Plan(self.start, "online", device)
 
     def _manager(self, day: dt.date) -> Person | None:
         roster = self.site.config.roster
@@ -271,14 +303,14 @@ class Simulator:
         person = self.site.people.get(swaps[-1] if swaps else self.site.rostered_manager(day) or "")
         return person if person is not None and _card(person) else None
 
-    def _duty(self) -> Iterator[_Plan]:
+    def _duty(self) -> Iterator[Plan]:
         rng, day = self._rng("duty"), self.site.calendar.day_of(self.start)
         if self._posts and any(self._manager(day + k * DAY) for k in range(7)):
             while True:
                 yield from (p for p in self._duty_day(day, rng) if p.at >= self.start)
                 day += DAY
 
-    def _duty_day(self, day: dt.date, rng: random.Random) -> list[_Plan]:
+    def _duty_day(self, day: dt.date, rng: random.Random) -> list[Plan]:
         """Both managers scan at the handover post before day_starts; the incoming one patrols
         ≈08:45–12:15 (key posts first) and ≈13:30–16:40, then makes an evening check."""
         ds, plans = self.site.calendar.day_start(day), []
@@ -287,7 +319,7 @@ class Simulator:
         for who, early in ((mgr, 5), (prev if prev != mgr else None, 0)):
             if who is not None and handover is not None and handover.readers:
                 at = ds - rng.uniform(early, early + 23) * MIN
-                plans.append(_Plan(at, "scan", handover.readers[0], who.id))
+                plans.append(Plan(at, "scan", handover.readers[0], who.id))
         if mgr is None:
             return sorted(plans, key=lambda p: p.at)
         keys = [p for p in self._posts if p.key]
@@ -302,11 +334,11 @@ class Simulator:
                 t += self._walk[(here, post.id)] if here else 2 * MIN
                 if t > until:
                     break
-                plans.append(_Plan(t, "scan", rng.choice(post.readers), mgr.id))
+                plans.append(Plan(t, "scan", rng.choice(post.readers), mgr.id))
                 t, here = t + rng.uniform(3, 12) * MIN, post.id
         return sorted(plans, key=lambda p: p.at)
 
-    def _round(self, post: Post) -> Iterator[_Plan]:
+    def _round(self, post: Post) -> Iterator[Plan]:
         """Engineers with a round's role scan at its post every `every_minutes`, a bit early."""
         assert post.rounds is not None
         rng, every = self._rng("round", post.id), post.rounds.every_minutes
@@ -315,69 +347,25 @@ class Simulator:
             return
         t = self.start + every * rng.uniform(0.2, 0.6) * MIN
         for k in itertools.count():
-            yield _Plan(t, "scan", rng.choice(post.readers), who[k % len(who)])
+            yield Plan(t, "scan", rng.choice(post.readers), who[k % len(who)])
             t += every * (1 - rng.uniform(0.04, 0.12)) * MIN
 
-    def _guard(self, guard: Person, posts: list[Post]) -> Iterator[_Plan]:
+    def _guard(self, guard: Person, posts: list[Post]) -> Iterator[Plan]:
         rng = self._rng("guard", guard.id)
         t = self.start + rng.uniform(1, 30) * MIN
         for post in itertools.cycle(posts):
-            yield _Plan(t, "scan", rng.choice(post.readers), guard.id)
+            yield Plan(t, "scan", rng.choice(post.readers), guard.id)
             t += rng.uniform(30, 60) * MIN
 
     def _interval(self, eq: Equipment) -> float:
         return min(self.reading_every, (eq.stale_after_seconds or math.inf) / 3)
 
-    def _readings(self, eq: Equipment) -> Iterator[_Plan]:
+    def _readings(self, eq: Equipment) -> Iterator[Plan]:
         rng, every = self._rng("readings", eq.id), self._interval(eq)
         t = self.start + dt.timedelta(seconds=rng.uniform(1, every))
         while True:
-            yield _Plan(t, "reading", eq.id)
+            yield Plan(t, "reading", eq.id)
             t += dt.timedelta(seconds=every * rng.uniform(0.9, 1.1))
-
-    def _unknown_cards(self) -> Iterator[_Plan]:
-        rng, t, readers = self._rng("fault", "unknown"), self.start, sorted(self.site.reader_post)
-        rate = self.faults.unknown_cards_per_day * self.faults.scale
-        while rate > 0 and readers:
-            t += dt.timedelta(days=rng.expovariate(rate))
-            uid = "04" + f"{rng.getrandbits(48):012X}"
-            if f"nfc:{uid}" not in self.site.credentials:
-                yield _Plan(t, "unknown", rng.choice(readers), data=uid)
-
-    def _outages(self) -> Iterator[_Plan]:
-        rng, t, readers = self._rng("fault", "outage"), self.start, sorted(self.site.reader_post)
-        rate = self.faults.reader_outages_per_day * self.faults.scale
-        while rate > 0 and readers:
-            t += dt.timedelta(days=rng.expovariate(rate))
-            reader = rng.choice(readers)
-            yield _Plan(t, "offline", reader)
-            t += rng.uniform(*self.faults.reader_outage_minutes) * MIN
-            yield _Plan(t, "online", reader)
-
-    def _out_of_range(self) -> Iterator[_Plan]:
-        rng, t = self._rng("fault", "range"), self.start
-        targets = [
-            (e, n, m)
-            for e in self.site.equipment.values()
-            for n, m in e.metrics.items()
-            if m.expect is not None or m.min is not None or m.max is not None
-        ]
-        engineers = [p.id for p in self._people if set(p.roles) & ENGINEERING_ROLES]
-        rate = self.faults.out_of_range_per_day * self.faults.scale
-        while rate > 0 and targets:
-            t += dt.timedelta(days=rng.expovariate(rate))
-            eq, name, metric = rng.choice(targets)
-            yield _Plan(t, "force", eq.id, data=name)
-            lasts = max(
-                rng.uniform(*self.faults.out_of_range_minutes) * 60,
-                metric.for_seconds + 3 * self._interval(eq),
-            )
-            t += dt.timedelta(seconds=lasts)
-            yield _Plan(t, "release", eq.id, data=name)
-            readers = self.site.posts[eq.post].readers
-            if engineers and readers:  # an engineer comes to check on site (clears a latch)
-                t += rng.uniform(5, 20) * MIN
-                yield _Plan(t, "scan", rng.choice(readers), rng.choice(engineers))
 
 
 def flood(site: Site, n: int, seed: int = 1, start: dt.datetime = FLOOD_START) -> list[SimEvent]:
@@ -402,7 +390,7 @@ def flood(site: Site, n: int, seed: int = 1, start: dt.datetime = FLOOD_START) -
             events.append(out.scan(at, readers[k % len(readers)], cards[k]))
         else:
             eq = equipment[i % len(equipment)]
-            values = {m: gauges[(eq.id, m)].value(at, False) for m in eq.metrics}
+            values = {m: gauges[(eq.id, m)].value(at) for m in eq.metrics}
             events.append(out.json(at, "reading", eq.id, {"values": values}))
     return events
 
@@ -531,12 +519,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start", help="simulated start, ISO 8601 (default: now)")
     ap.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
     ap.add_argument("--faults", type=float, default=1.0, help="fault rate scale (0: none)")
+    ap.add_argument(
+        "--only", help=f"comma-separated faults to inject, of: {', '.join(FAULT_NAMES)}"
+    )
     args = ap.parse_args(argv)
     try:
         site = load_site(args.config)
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         start = parse_instant(args.start, site.tz) if args.start else now
-        sim = Simulator(site, args.seed, start, FaultConfig(scale=args.faults), root=args.root)
+        only = [n.strip() for n in (args.only or "").split(",") if n.strip()]
+        faults = (
+            FaultConfig.only(*only, scale=args.faults) if only else FaultConfig(scale=args.faults)
+        )
+        sim = Simulator(site, args.seed, start, faults, root=args.root)
         clock = SimClock(start, args.speed)
         publisher = Publisher(sim, args.broker, clock)
         publisher.connect()

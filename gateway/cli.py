@@ -136,11 +136,16 @@ def demo(
     seconds: Annotated[
         float, typer.Option(help="stop after this many seconds (0: run until Ctrl-C)")
     ] = 0,
+    faults_scale: Annotated[
+        float, typer.Option(hidden=True, help="multiplies every injected fault's rate (0: none)")
+    ] = 1.0,
 ) -> None:
     """演示 · The whole system on one machine: embedded broker, store, demo site, simulator."""
     from gateway.demo.runner import run_demo
 
-    raise typer.Exit(run_demo(port=port, data=data, speed=speed, seconds=seconds))
+    raise typer.Exit(
+        run_demo(port=port, data=data, speed=speed, seconds=seconds, faults_scale=faults_scale)
+    )
 
 
 roster_app = typer.Typer(

@@ -1,8 +1,12 @@
 """`patrol-gateway demo`: embedded broker, gateway and simulated site on one simulated clock.
 
 Everything runs in this process: an amqtt broker on loopback, the gateway with its SQLite store,
-and the site simulator publishing as the demo site's readers and sensors. The gateway is given
-the simulator's clock, so deadlines and alerts follow simulated time.
+and the site simulator publishing as the demo site's readers and sensors, faults included. The
+gateway is given the simulator's clock, so deadlines and alerts follow simulated time.
+
+What the terminal shows is read back from the store through the demo's own connections (the
+gateway's connection belongs to its worker thread): the plant-room values every few seconds,
+and every alert transition as it is stored.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
+import json
 import signal
 import sqlite3
 import tempfile
@@ -17,36 +22,50 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 import gateway
-from devices.simulator import FaultConfig, Publisher, SimClock, Simulator, demo_start
+from devices.simulator import FAULT_NAMES, FaultConfig, Publisher, SimClock, Simulator, demo_start
 from gateway.app import Gateway
 from gateway.config import ConfigError, Site, load_site
 from gateway.demo.broker import EmbeddedBroker, EmbeddedBrokerError
 from gateway.ingest.mqtt import BrokerUrl
+from gateway.rules.equipment import is_out
+from gateway.store.sqlite import SqliteStore
 from gateway.timeutil import iso
 
 DEMO_SITE = Path(gateway.__file__).parent / "sites" / "zcity.yaml"
 SEED = 1
 ROOT = "estate"
-LIVE_EVERY_SECONDS = 3.0
+LIVE_EVERY_SECONDS = 3.0  # the live line and the plant-room values
+TRANSITIONS_EVERY_SECONDS = 0.5  # looks for new alert transitions in the store
 CONNECT_SECONDS = 10.0
+# Each kind of fault happens first within this many simulated minutes, then at its daily rate:
+# something to watch soon after the start, whatever the speed.
+FIRST_FAULTS_WITHIN_MINUTES = 90.0
 
 
-def run_demo(port: int, data: Path | None, speed: float, seconds: float) -> int:
-    """Run the demo until Ctrl-C / SIGTERM, or for `seconds` (> 0); return the exit code."""
+def run_demo(
+    port: int, data: Path | None, speed: float, seconds: float, faults_scale: float = 1.0
+) -> int:
+    """Run the demo until Ctrl-C / SIGTERM, or for `seconds` (> 0); return the exit code.
+    `faults_scale` multiplies the rate of every injected fault (0: none)."""
     out, err = (
         Console(highlight=False, soft_wrap=True),
         Console(stderr=True, highlight=False, soft_wrap=True),
     )
     if not speed > 0:
         err.print("--speed 必须大于 0。 / --speed must be above 0 (simulated minutes per second).")
+        return 2
+    if not faults_scale >= 0:
+        err.print("--faults-scale 不能为负。 / --faults-scale must be 0 or more.")
         return 2
     try:
         site = load_site(DEMO_SITE)
@@ -64,7 +83,11 @@ def run_demo(port: int, data: Path | None, speed: float, seconds: float) -> int:
             return 1
         try:
             store_dir = Path(tempfile.mkdtemp(prefix="patrol-demo-")) if data is None else data
-            return _run(out, err, site, broker, store_dir, data is None, speed, seconds, stop)
+            faults = FaultConfig(
+                scale=faults_scale, first_within_minutes=FIRST_FAULTS_WITHIN_MINUTES
+            )
+            fresh = data is None
+            return _run(out, err, site, broker, store_dir, fresh, speed, seconds, faults, stop)
         finally:
             broker.stop()
     finally:
@@ -97,6 +120,7 @@ def _run(
     fresh: bool,
     speed: float,
     seconds: float,
+    faults: FaultConfig,
     stop: threading.Event,
 ) -> int:
     store = store_dir / f"{site.id}.sqlite"  # where Gateway keeps it (gateway/app.py)
@@ -106,7 +130,7 @@ def _run(
     # equipment at most, which the in-process broker and gateway keep up with.
     every = max(60.0, float(speed))
     sim = Simulator(
-        site, SEED, start, FaultConfig(), root=ROOT, reading_every_seconds=every, seq_base=seq_base
+        site, SEED, start, faults, root=ROOT, reading_every_seconds=every, seq_base=seq_base
     )
     # The deadline grace is two real seconds, in simulated time (speed = minutes a second).
     grace = dt.timedelta(minutes=2 * speed)
@@ -117,14 +141,15 @@ def _run(
         target=_publish, args=(publisher, stop, failures), name="demo-simulator", daemon=True
     )
     gw.start()
+    view = _StoreView(gw.store_path)  # never gw.store: that belongs to the gateway's thread
     try:
         if not gw.link.connected.wait(CONNECT_SECONDS):
             err.print(f"网关无法连接内置代理。 / The gateway could not connect to {broker.url}.")
             return 1
         publisher.connect(CONNECT_SECONDS)
-        _banner(out, site, broker, gw.store_path, fresh, start, speed, seconds)
+        _banner(out, site, broker, gw.store_path, fresh, start, speed, seconds, faults)
         thread.start()
-        _watch(out, site, clock, gw, publisher, stop, seconds)
+        _watch(out, site, clock, gw, publisher, view, stop, seconds)
     except ConnectionError as exc:
         err.print(f"模拟设备无法连接。 / The simulated devices could not connect: {exc}")
         return 1
@@ -139,6 +164,9 @@ def _run(
         _drain(gw, publisher.published)
         gw.stop()
         broker.stop()  # run_demo stops it too, for the paths that never get here
+        with contextlib.suppress(sqlite3.Error):
+            _print_transitions(out, site, view)  # what the last moments stored
+        view.close()
     if failures:
         err.print(f"模拟器出错。 / The simulator failed: {escape(repr(failures[0]))}")
         return 1
@@ -208,6 +236,7 @@ def _banner(
     start: dt.datetime,
     speed: float,
     seconds: float,
+    faults: FaultConfig,
 ) -> None:
     where = "临时目录 / a fresh temp dir" if fresh else "--data"
     until = f"（{seconds:g} 秒后自动停止 / stops by itself after {seconds:g} s）"
@@ -219,6 +248,7 @@ def _banner(
         f"  模拟 / simulation  : 从 {_when(site, start)} 起，每真实秒 {speed:g} 模拟分钟，"
         f"种子 {SEED} / from {_when(site, start)}, {speed:g} simulated min per real second, "
         f"seed {SEED}",
+        f"  故障 / faults      : {_faults_line(faults)}",
         "  查看消息 / watch   : "
         f"[bold]mosquitto_sub -h {broker.host} -p {broker.port} -t '{ROOT}/#' -v[/]",
         f"  停止 / stop        : Ctrl-C{until if seconds > 0 else ''}",
@@ -256,10 +286,12 @@ def _watch(
     clock: SimClock,
     gw: Gateway,
     publisher: Publisher,
+    view: _StoreView,
     stop: threading.Event,
     seconds: float,
 ) -> None:
-    """Print a live line every few seconds until `stop` is set or `seconds` have passed."""
+    """Print every alert transition as it is stored, and every few seconds a live line and the
+    plant-room values, until `stop` is set or `seconds` have passed."""
     began = time.monotonic()
     end = began + seconds if seconds > 0 else float("inf")
     next_line = began + LIVE_EVERY_SECONDS
@@ -267,10 +299,135 @@ def _watch(
         now = time.monotonic()
         if now >= end:
             return
-        if now >= next_line:
-            out.print(_live_line(site, clock, gw, publisher))
-            next_line += LIVE_EVERY_SECONDS
-        stop.wait(max(0.0, min(next_line, end) - time.monotonic()))
+        try:
+            _print_transitions(out, site, view)
+            if now >= next_line:
+                out.print(_live_line(site, clock, gw, publisher))
+                for line in _plant_lines(site, view.store):
+                    out.print(line)
+                next_line += LIVE_EVERY_SECONDS
+        except sqlite3.OperationalError:  # busy beyond the timeout: show it next time
+            pass
+        wake = min(next_line, end, time.monotonic() + TRANSITIONS_EVERY_SECONDS)
+        stop.wait(max(0.0, wake - time.monotonic()))
+
+
+class _StoreView:
+    """The demo's own look at the gateway's store, on connections of its own: a `SqliteStore`
+    for the latest readings, a read-only connection for the alert transitions."""
+
+    def __init__(self, path: Path) -> None:
+        self.store = SqliteStore(path)  # only read from
+        self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        self._db.execute("PRAGMA busy_timeout=5000")
+        # A demo on an earlier --data shows what happens from now on, not the old history.
+        self._seen = int(
+            self._db.execute("SELECT coalesce(max(id), 0) FROM alert_transitions").fetchone()[0]
+        )
+
+    def new_transitions(self) -> list[_Shown]:
+        """Transitions stored since the last call, oldest first."""
+        rows = self._db.execute(
+            "SELECT id, change, at, actor, record FROM alert_transitions WHERE id > ? ORDER BY id",
+            (self._seen,),
+        ).fetchall()
+        if rows:
+            self._seen = int(rows[-1][0])
+        return [_Shown(str(c), float(at), str(actor), json.loads(r)) for _, c, at, actor, r in rows]
+
+    def close(self) -> None:
+        self._db.close()
+        self.store.close()
+
+
+@dataclass(frozen=True)
+class _Shown:
+    """One stored alert transition."""
+
+    change: str
+    at: float
+    actor: str
+    record: dict[str, Any]
+
+
+_CHANGES = {
+    "open": ("⚠", "打开/open"),
+    "update": ("↻", "更新/update"),
+    "acknowledged": ("☑", "确认/acknowledged"),
+    "closed": ("✓", "关闭/closed"),
+}
+_SEVERITY = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def _print_transitions(out: Console, site: Site, view: _StoreView) -> None:
+    for shown in view.new_transitions():
+        out.print(_transition_line(site, shown))
+
+
+def _transition_line(site: Site, shown: _Shown) -> str:
+    """`⚠ 09:12 打开/open equipment.out_of_range tx-1.winding_temp_c 1号变压器 …`."""
+    record = shown.record
+    at = dt.datetime.fromtimestamp(shown.at, dt.UTC).astimezone(site.tz)
+    mark, label = _CHANGES.get(shown.change, ("·", shown.change))
+    style = "green" if shown.change == "closed" else _SEVERITY.get(str(record.get("severity")), "")
+    what = f"{escape(str(record.get('rule')))} [bold]{escape(str(record.get('subject')))}[/]"
+    when = f"{mark} {at:%H:%M} {label}"
+    head = f"[{style}]{when}[/] {what}" if style else f"{when} {what}"
+    message = escape(str(record.get("message", "")))
+    if shown.change == "closed":
+        raised = dt.datetime.fromisoformat(str(record["raised_at"]))
+        minutes = round((at - raised).total_seconds() / 60)
+        return f"{head} [dim]持续/lasted {minutes} min — {message}[/]"
+    if shown.change == "acknowledged":
+        return f"{head} [dim]{escape(shown.actor)} — {message}[/]"
+    return f"{head} {message}" if shown.change == "open" else f"{head} [dim]{message}[/]"
+
+
+def _plant_lines(site: Site, store: SqliteStore) -> list[str]:
+    """Each equipment's latest values with their units, out-of-range ones in red:
+    `  ⚙ 配电室 1号变压器  winding_temp_c 71.5°C · load_pct 63%`."""
+    latest: dict[str, dict[str, float | bool]] = {}
+    for reading in store.latest_readings():
+        latest.setdefault(reading.equipment, {})[reading.metric] = reading.value
+    lines = []
+    for eq in site.equipment.values():
+        values = latest.get(eq.id, {})
+        shown = []
+        for name, metric in eq.metrics.items():
+            if name not in values:
+                shown.append(f"{escape(name)} [dim]—[/]")
+                continue
+            value = values[name]
+            text = _with_unit(value, metric.unit)
+            if is_out(metric, value):
+                text = f"[bold red]{text} ⚠[/]"
+            shown.append(f"{escape(name)} {text}")
+        post = site.posts[eq.post].name
+        lines.append(
+            f"  ⚙ {escape(post)} [bold]{escape(eq.name)}[/] ({eq.id})  " + " · ".join(shown)
+        )
+    return lines
+
+
+def _with_unit(value: float | bool, unit: str) -> str:
+    """`71.5°C`, `63%`, `26.9 V`, `false`."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    number = f"{value:.1f}".removesuffix(".0")
+    return escape(f"{number} {unit}" if unit[:1].isalpha() else f"{number}{unit}")
+
+
+def _faults_line(faults: FaultConfig) -> str:
+    on = [n for n in FAULT_NAMES if faults.rate(n) > 0]
+    if not on:
+        return "无 / none"
+    first = faults.first_within_minutes
+    return (
+        f"{', '.join(on)}（每种首次在 {first:g} 模拟分钟内，之后按日频率 / each first within "
+        f"{first:g} simulated min, then at its daily rate）"
+        if first is not None
+        else ", ".join(on)
+    )
 
 
 def _final(

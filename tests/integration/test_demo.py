@@ -21,7 +21,12 @@ def _cli() -> str:
 def test_demo_runs_stops_by_itself_and_stores_traffic(tmp_path: Path) -> None:
     """Prevents a demo that starts but records nothing, cannot be watched with mosquitto_sub,
     or does not stop cleanly: it exits 0 after --seconds, prints where its broker listens and
-    the mosquitto_sub line for it, and its store holds scans and readings and no refusals."""
+    the mosquitto_sub line for it, and its store holds scans and readings and no refusals.
+
+    Prevents a demo whose faults stay invisible: in 16 simulated hours its injected equipment
+    faults open equipment.out_of_range alerts and close them again in the store, it prints
+    each transition as it happens (open and closed, as many as stored), and it prints the
+    plant-room values — every equipment with its latest metrics and their units."""
     args = ["demo", "--port", "0", "--seconds", "8", "--speed", "120", "--data", str(tmp_path)]
     run = subprocess.run(
         [_cli(), *args],
@@ -44,5 +49,29 @@ def test_demo_runs_stops_by_itself_and_stores_traffic(tmp_path: Path) -> None:
         scans = db.execute("SELECT count(*) FROM scans").fetchone()[0]
         readings = db.execute("SELECT count(*) FROM readings").fetchone()[0]
         refused = db.execute("SELECT count(*) FROM rejected").fetchone()[0]
+        changes = db.execute(
+            "SELECT alert_id, change FROM alert_transitions"
+            " WHERE json_extract(record, '$.rule') = 'equipment.out_of_range' ORDER BY id"
+        ).fetchall()
     assert scans > 0 and readings > 0, output
     assert refused == 0, output
+
+    opened = {alert for alert, change in changes if change == "open"}
+    closed = {alert for alert, change in changes if change == "closed"}
+    assert opened & closed, output  # at least one raised and cleared again
+    printed = {
+        change: len(re.findall(rf"{label} equipment\.out_of_range ", run.stdout))
+        for change, label in (("open", "打开/open"), ("closed", "关闭/closed"))
+    }
+    assert printed == {"open": len(opened), "closed": len(closed)}, output
+
+    for name, metrics in PLANT.items():  # the plant-room values, with units
+        line = next((ln for ln in run.stdout.splitlines() if name in ln and "⚙" in ln), "")
+        assert all(re.search(metric, line) for metric in metrics), (name, output)
+
+
+PLANT = {  # equipment name → what its plant-room line shows
+    "1号变压器": [r"winding_temp_c \d+(\.\d)?°C", r"load_pct \d+(\.\d)?%"],
+    "1号冷水机组": [r"supply_temp_c \d+(\.\d)?°C", r"leak (true|false)"],
+    "1号柴油发电机": [r"battery_v \d+(\.\d)? V", r"fuel_pct \d+(\.\d)?%", r"ready (true|false)"],
+}
