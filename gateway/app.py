@@ -192,7 +192,9 @@ class Gateway:
 
     def _new_pipeline(self) -> Pipeline:
         """A pipeline whose rules are rebuilt from the store up to the last committed clock."""
-        pipeline = Pipeline(self.site, self.topics, self.store, self._start, live=True)
+        pipeline = Pipeline(
+            self.site, self.topics, self.store, self._start, live=True, grace=self.grace
+        )
         mark = self.store.meta("fired_through")
         if mark is None:
             count = pipeline.restore(self._start, inclusive=False)

@@ -6,6 +6,7 @@ import datetime as dt
 import io
 import pathlib
 import sys
+from collections import Counter
 from typing import Annotated
 
 import typer
@@ -74,11 +75,24 @@ def replay(
         typer.echo(f"无法读取事件文件 / cannot read {events}: {exc.strerror}", err=True)
         raise typer.Exit(2) from None
     db = SqliteStore(store) if store is not None else None
+    stats: Counter[str] = Counter()
     try:
         with handle:
-            for transition in run_replay(site, read_events(handle, site.tz), root, end, db):
+            for transition in run_replay(site, read_events(handle, site.tz), root, end, db, stats):
                 if transition.is_state_change:
                     write_transition(sys.stdout, transition, site.tz)
+                    stats["transitions"] += 1
+        refused = ", ".join(
+            f"{k.removeprefix('rejected_')} {v}"
+            for k, v in sorted(stats.items())
+            if k.startswith("rejected_")
+        )
+        typer.echo(
+            f"回放完成 / replayed: {stats['received']} messages, {stats['transitions']} "
+            f"transitions, {stats['rejected']} refused{f' ({refused})' if refused else ''}, "
+            f"{stats['duplicates']} duplicates",
+            err=True,
+        )
     except ReplayError as exc:
         typer.echo(f"{events}: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -61,8 +61,10 @@ class Pipeline:
         store: SqliteStore,
         start: dt.datetime,
         live: bool = False,
+        grace: dt.timedelta = dt.timedelta(0),
     ) -> None:
         self.site = site
+        self.grace = grace
         self.topics = topics
         self.store = store
         self.live = live
@@ -103,7 +105,7 @@ class Pipeline:
         for received, event in events:
             if isinstance(event, Scan):
                 self.flagger.remember(event)
-            scratch.process(event, received)
+            scratch.process(event, received, self.grace)
         scratch.catch_up((until, inclusive))
         scratch.book = self.book
         self.engine = scratch
@@ -129,15 +131,15 @@ class Pipeline:
                 for flag in event.flags:
                     self.counters[f"flag_{flag}"] += 1
                 pubs.append(self._answer(event))
-                transitions = self.engine.process(event, msg.received_at)
+                transitions = self.engine.process(event, msg.received_at, self.grace)
         elif isinstance(event, Reading):
             if self.store.add_reading(event):
-                transitions = self.engine.process(event, msg.received_at)
+                transitions = self.engine.process(event, msg.received_at, self.grace)
             else:
                 self.counters["duplicates"] += 1
         elif isinstance(event, DeviceStatus):
             self.store.add_status(event)
-            transitions = self.engine.process(event, msg.received_at)
+            transitions = self.engine.process(event, msg.received_at, self.grace)
         if event is not None:
             self.counters[type(event).__name__.lower()] += 1
         pubs += self._record(transitions)

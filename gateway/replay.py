@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -65,29 +66,45 @@ def replay(
     root: str = "estate",
     until: dt.datetime | None = None,
     store: SqliteStore | None = None,
+    stats: Counter[str] | None = None,
 ) -> Iterator[Transition]:
-    """Yield every alert transition, in time order, that the recorded traffic causes."""
+    """Yield every alert transition, in time order, that the recorded traffic causes.
+
+    `stats`, if given, receives the pipeline's counters (messages, refusals by reason, …).
+    """
     own_store = store is None
     db = store or SqliteStore(":memory:")
     pipeline: Pipeline | None = None
     clock: dt.datetime | None = None
+    waiting: list[Recorded] = []  # messages before the first that tells the time
     try:
         for n, rec in enumerate(events, 1):
+            if rec.received_at is None and clock is None:
+                waiting.append(rec)
+                continue
             received = rec.received_at or clock
-            if received is None:
-                continue  # nothing tells the time yet: no rule can place this message
+            assert received is not None
             clock = received if clock is None else max(clock, received)
             if pipeline is None:
                 # round.missed and equipment.stale count from the first message (§5 rule 6).
                 pipeline = Pipeline(site, Topics(root, site.id), db, start=clock)
-            msg = Message(rec.topic, rec.payload, received, qos=1)
-            yield from pipeline.handle(msg).transitions
+            for early in [*waiting, rec]:
+                msg = Message(early.topic, early.payload, received, qos=1)
+                yield from pipeline.handle(msg).transitions
+            waiting.clear()
             if n % COMMIT_EVERY == 0:
                 db.commit()
+        if waiting:
+            raise ReplayError(
+                f"no message tells the time (received_at or a payload ts): cannot place "
+                f"line {waiting[0].line} and the {len(waiting) - 1} after it"
+            )
         if pipeline is not None:
             end = until if until is not None else clock
             if end is not None:
                 yield from pipeline.tick(end).transitions
+            if stats is not None:
+                stats.update(pipeline.counters)
         db.commit()
     finally:
         if own_store:

@@ -69,16 +69,18 @@ class Engine:
         # Every deadline before fired_through[0] has fired, and the one at it too if [1].
         self.fired_through: tuple[dt.datetime, bool] = (start, False)
 
-    def process(self, event: Event, at: dt.datetime) -> list[Transition]:
-        """Handle one event received at `at`; deadlines before the event's own time fire first.
+    def process(
+        self, event: Event, at: dt.datetime, grace: dt.timedelta = dt.timedelta(0)
+    ) -> list[Transition]:
+        """Handle one event received at `at` (the clock); deadlines before `at − grace` fire first.
 
-        The clock moves to the event's time, not to its receive time: a scan stamped 09:00:00
-        that arrives a second later still counts as on time for a 09:00 deadline (§5). A late
-        event (buffered by a device) does not move the clock back.
+        The clock is the receive time, as live: a scan a reader buffered while offline and
+        delivers an hour late finds the deadlines of that hour already decided, and changes
+        what it can (it clears an absence, say). Live, `grace` lets a scan stamped at a
+        deadline that is still in flight count as on time (§5); replay has none.
         """
-        when = min(at, event.time)
-        out = self._advance(when, inclusive=False)
-        self.now = max(self.now, when)
+        out = self._advance(at - grace, inclusive=False)
+        self.now = max(self.now, at)
         ctx = RuleContext(self.site, self.book, self.now)
         for rule in self.rules:
             rule.on_event(ctx, event)

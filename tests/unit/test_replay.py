@@ -135,3 +135,58 @@ def test_early_warnings_only_when_the_site_file_asks(shared_dir: pathlib.Path) -
     assert ("2026-11-28T17:00:00+08:00", "patrol.key_post_at_risk", "model-home", "open") in got
     assert any(w[1] == "patrol.hours_at_risk" and w[2] == "li-na" for w in warnings)
     assert sorted(g for g in got if not g[1].endswith("_at_risk")) == sorted(expected(shared_dir))
+
+
+def test_messages_before_the_first_time_wait_for_it(tmp_path: pathlib.Path) -> None:
+    """A first line without any time is placed at the first time the file tells, not dropped."""
+    site = tmp_path / "site.yaml"
+    site.write_text(ZONE_SITE, encoding="utf-8")
+    lines = [
+        {"topic": "estate/hq/device/l-1/status", "payload": "offline"},
+        {
+            "topic": "estate/hq/device/l-1/status",
+            "payload": "online",
+            "received_at": "2026-07-01T10:00:00-04:00",
+        },
+    ]
+    result = CliRunner().invoke(
+        app, ["replay", "--config", str(site), "-"], input="\n".join(map(json.dumps, lines))
+    )
+    assert result.exit_code == 0, result.output
+    states = [(r["state"], r["at"]) for r in map(json.loads, result.stdout.splitlines())]
+    assert states == [
+        ("open", "2026-07-01T10:00:00-04:00"),
+        ("closed", "2026-07-01T10:00:00-04:00"),
+    ]
+    assert "2 messages, 2 transitions" in result.stderr
+    alone = CliRunner().invoke(
+        app, ["replay", "--config", str(site), "-"], input=json.dumps(lines[0])
+    )
+    assert alone.exit_code == 2 and "no message tells the time" in alone.stderr
+
+
+def test_late_delivery_finds_the_deadline_decided(tmp_path: pathlib.Path) -> None:
+    """A scan buffered by an offline reader and received after 09:00 does not undo the absence:
+    it is raised at 09:00 and cleared on arrival, exactly as live."""
+    site = tmp_path / "site.yaml"
+    site.write_text(ZONE_SITE, encoding="utf-8")
+    scan = {"credential": "ANN", "method": "qr", "ts": "2026-07-01T08:50:00-04:00", "seq": 1}
+    lines = [
+        {
+            "topic": "estate/hq/device/l-1/status",
+            "payload": "online",
+            "received_at": "2026-07-01T07:00:00-04:00",
+        },
+        {
+            "topic": "estate/hq/reader/l-1/scan",
+            "payload": scan,
+            "received_at": "2026-07-01T09:20:00-04:00",
+        },
+    ]
+    result = CliRunner().invoke(
+        app, ["replay", "--config", str(site), "-"], input="\n".join(map(json.dumps, lines))
+    )
+    assert result.exit_code == 0, result.output
+    rows = [(r["rule"], r["state"], r["at"]) for r in map(json.loads, result.stdout.splitlines())]
+    assert ("duty.absent", "open", "2026-07-01T09:00:00-04:00") in rows
+    assert ("duty.absent", "closed", "2026-07-01T09:20:00-04:00") in rows
