@@ -88,6 +88,7 @@ class Gateway:
         # Alert publications in flight: outbox id → "confirmed by the broker?".
         self._inflight: dict[int, Callable[[], bool]] = {}
         self._resend = True  # publish what a previous run left in the outbox
+        self._mark = ""  # the fired-through mark last written
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -185,7 +186,10 @@ class Gateway:
         status = self.pipeline.status()
         if status is not None:
             pubs.append(status)
-        self.store.set_meta("fired_through", self.pipeline.mark())
+        mark = self.pipeline.mark()
+        if mark != self._mark:
+            self.store.set_meta("fired_through", mark)
+            self._mark = mark
         self.store.commit()
         self._counters = dict(self.pipeline.counters)
         return pubs
@@ -208,6 +212,7 @@ class Gateway:
         """Forget the failed batch everywhere: the store rolls back, the rules restart from it."""
         try:
             self.store.rollback()
+            self._mark = ""
             self.pipeline = self._new_pipeline()
         except sqlite3.Error:
             log.exception("回滚失败 / rollback failed")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
-import json
 import signal
 import sqlite3
 import tempfile
@@ -313,30 +312,24 @@ def _watch(
 
 
 class _StoreView:
-    """The demo's own look at the gateway's store, on connections of its own: a `SqliteStore`
-    for the latest readings, a read-only connection for the alert transitions."""
+    """The demo's own read-only look at the gateway's store, on a connection of its own."""
 
     def __init__(self, path: Path) -> None:
-        self.store = SqliteStore(path)  # only read from
-        self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-        self._db.execute("PRAGMA busy_timeout=5000")
+        self.store = SqliteStore(path, readonly=True)
         # A demo on an earlier --data shows what happens from now on, not the old history.
-        self._seen = int(
-            self._db.execute("SELECT coalesce(max(id), 0) FROM alert_transitions").fetchone()[0]
-        )
+        self._seen = self.store.last_transition_id()
 
     def new_transitions(self) -> list[_Shown]:
         """Transitions stored since the last call, oldest first."""
-        rows = self._db.execute(
-            "SELECT id, change, at, actor, record FROM alert_transitions WHERE id > ? ORDER BY id",
-            (self._seen,),
-        ).fetchall()
+        rows = list(self.store.transitions(self._seen))
         if rows:
-            self._seen = int(rows[-1][0])
-        return [_Shown(str(c), float(at), str(actor), json.loads(r)) for _, c, at, actor, r in rows]
+            self._seen = int(rows[-1]["id"])
+        return [
+            _Shown(str(r["change"]), r["at"].timestamp(), str(r["actor"]), r["record"])
+            for r in rows
+        ]
 
     def close(self) -> None:
-        self._db.close()
         self.store.close()
 
 

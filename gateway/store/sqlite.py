@@ -99,8 +99,15 @@ def _instant(value: float) -> dt.datetime:
 class SqliteStore:
     """The gateway's durable record. Not thread-safe for writing: one writer thread."""
 
-    def __init__(self, path: str | pathlib.Path = ":memory:") -> None:
+    def __init__(self, path: str | pathlib.Path = ":memory:", readonly: bool = False) -> None:
         self.path = str(path)
+        if readonly:
+            # A reader beside the running gateway (demo display, reports): never writes,
+            # never takes the write lock.
+            uri = pathlib.Path(self.path).resolve().as_uri() + "?mode=ro"
+            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            self._db.execute("PRAGMA busy_timeout=5000")
+            return
         if self.path != ":memory:":
             pathlib.Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False)
@@ -116,8 +123,9 @@ class SqliteStore:
         self._db.commit()
 
     def close(self) -> None:
-        """Commit and close."""
-        self._db.commit()
+        """Commit (if anything was written) and close."""
+        if self._db.in_transaction:
+            self._db.commit()
         self._db.close()
 
     def commit(self) -> None:
@@ -362,13 +370,16 @@ class SqliteStore:
         rows = self._db.execute("SELECT record FROM alerts WHERE state != 'closed'").fetchall()
         return [Alert.from_json(json.loads(r[0])) for r in rows]
 
-    def transitions(self) -> Iterator[dict[str, Any]]:
-        """Every stored transition, oldest first, as dicts (for tests and reports)."""
+    def transitions(self, after_id: int = 0) -> Iterator[dict[str, Any]]:
+        """Stored transitions with an id above `after_id`, oldest first, as dicts."""
         cur = self._db.execute(
-            "SELECT alert_id, change, at, actor, comment, record FROM alert_transitions ORDER BY id"
+            "SELECT id, alert_id, change, at, actor, comment, record FROM alert_transitions"
+            " WHERE id > ? ORDER BY id",
+            (after_id,),
         )
-        for alert_id, change, at, actor, comment, record in cur:
+        for ident, alert_id, change, at, actor, comment, record in cur:
             yield {
+                "id": ident,
                 "alert_id": alert_id,
                 "change": change,
                 "at": dt.datetime.fromtimestamp(at, dt.UTC),
@@ -389,6 +400,11 @@ class SqliteStore:
         }:
             raise ValueError(f"no table {table!r}")
         return int(self._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+    def last_transition_id(self) -> int:
+        """The id of the newest stored transition (0 when there is none)."""
+        row = self._db.execute("SELECT coalesce(max(id), 0) FROM alert_transitions").fetchone()
+        return int(row[0])
 
     def rejected_counts(self) -> dict[str, int]:
         """Refusals by reason code."""

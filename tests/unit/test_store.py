@@ -6,6 +6,8 @@ import datetime as dt
 import pathlib
 import sqlite3
 
+import pytest
+
 from gateway.events import Reading
 from gateway.store.sqlite import SqliteStore
 
@@ -65,3 +67,17 @@ def test_series_downsampled_into_buckets() -> None:
         (T0 + dt.timedelta(minutes=5), 30.0, 30.0, 30.0, 1),
         (T0 + dt.timedelta(minutes=10), 50.0, 50.0, 50.0, 1),
     ]
+
+
+def test_read_only_view_beside_the_writer(tmp_path: pathlib.Path) -> None:
+    """A display's read-only store sees committed rows and can never write or lock."""
+    path = tmp_path / "s.sqlite"
+    writer = SqliteStore(path)
+    view = SqliteStore(path, readonly=True)
+    writer.add_reading(reading(0, 1, load_pct=50.0))
+    writer.commit()
+    assert [v.value for v in view.latest_readings()] == [50.0]
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        view.add_reading(reading(1, 2, load_pct=51.0))
+    view.close()
+    writer.close()
