@@ -146,6 +146,9 @@ class Decoder:
         kept: dict[str, float | bool] = {}
         refused: list[str] = []
         for name, value in values.items():
+            metric = self.site.metric(equipment, str(name))
+            if metric is not None and metric.expect is not None and value in (0, 1):
+                value = bool(value)  # meters often report a contact as 0/1
             problem = self._metric_problem(equipment, str(name), value)
             if problem:
                 refused.append(problem)
@@ -165,7 +168,7 @@ class Decoder:
             return f"metric {name[:64]!r} is not declared for {equipment!r} in the site file"
         if metric.expect is not None:
             if not isinstance(value, bool):
-                return f"metric {name!r} is a boolean (true/false), not {_show(value)}"
+                return f"metric {name!r} is a boolean (true/false or 1/0), not {_show(value)}"
             return None
         if isinstance(value, bool):
             # A boolean metric that has no `expect` is still fine as a state.
@@ -181,6 +184,8 @@ class Decoder:
         if text.startswith("{"):
             body = _json_object(msg)
             state, ts = body.get("state"), body.get("ts")
+        elif text.startswith('"') and text.endswith('"'):
+            state = text[1:-1].strip().lower()  # a JSON string: "offline"
         if state not in ("online", "offline"):
             raise _Refused("bad_field", f'status must be "online" or "offline", not {_show(state)}')
         time = msg.received_at

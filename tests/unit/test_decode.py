@@ -78,13 +78,20 @@ def test_boolean_metric(zcity: Site) -> None:
     """A metric with `expect` takes booleans only."""
     ok = decode(zcity, "estate/zcity/equipment/chiller-1/reading", {"values": {"leak": True}})
     assert isinstance(ok.event, Reading) and ok.event.values == {"leak": True}
-    bad = decode(zcity, "estate/zcity/equipment/chiller-1/reading", {"values": {"leak": 1}})
+    as_bit = decode(zcity, "estate/zcity/equipment/chiller-1/reading", {"values": {"leak": 1}})
+    assert isinstance(as_bit.event, Reading) and as_bit.event.values == {"leak": True}
+    bad = decode(zcity, "estate/zcity/equipment/chiller-1/reading", {"values": {"leak": 2}})
     assert bad.event is None and bad.rejections[0].code == "bad_field"
 
 
 @pytest.mark.parametrize(
     ("payload", "state"),
-    [(b"offline", "offline"), (b"ONLINE\n", "online"), (b'{"state": "offline"}', "offline")],
+    [
+        (b"offline", "offline"),
+        (b"ONLINE\n", "online"),
+        (b'{"state": "offline"}', "offline"),
+        (b'"online"', "online"),
+    ],
 )
 def test_status_forms(zcity: Site, payload: bytes, state: str) -> None:
     """Status is plain text or {"state": …} (§2)."""
