@@ -63,12 +63,10 @@ class Gateway:
             self.store.set_meta("first_started_at", started)
             self.store.commit()
         self._start = dt.datetime.fromisoformat(started)
+        # The last swap the rules have seen; later ones (registered on the command line while
+        # the gateway was down, say) are fed in live with the first batch.
+        self._swap_id = int(self.store.meta("swaps_through") or 0)
         self.pipeline = self._new_pipeline()
-        # Swaps registered while the gateway was down take effect now, through the rules.
-        restored = self.pipeline.engine.fired_through[0]
-        self._swap_id = max(
-            (i for i, swap in self.store.swaps_after(0) if swap.time <= restored), default=0
-        )
         self._republish = threading.Event()
         self.inbox: queue.Queue[Message] = queue.Queue(maxsize=INBOX_SIZE)
         self.link = MqttLink(
@@ -126,17 +124,21 @@ class Gateway:
             self._republish.set()
 
     def _work(self) -> None:
+        retry: list[Message] = []
         while not self._stopping.is_set():
-            batch = self._take_batch()
+            batch = retry or self._take_batch()
             try:
                 pubs = self._process(batch)
             except Exception:  # the worker must outlive any one batch
-                # Nothing of the batch is acknowledged: the broker redelivers it, and the rules
-                # are rebuilt from what the store has.
-                log.exception("批处理失败 / a batch failed; it stays unacknowledged")
+                # Nothing of the batch is acknowledged, and the broker only redelivers after a
+                # reconnect: keep the batch and try it again once the rules are rebuilt from
+                # what the store has. Meanwhile the inbox fills and holds the broker back.
+                log.exception("批处理失败，稍后重试 / a batch failed; retrying it in 1 s")
                 self._recover()
-                time.sleep(1)
+                retry = batch
+                self._stopping.wait(1)
                 continue
+            retry = []
             for msg in batch:
                 self.link.ack(msg)
             self._publish(pubs)
@@ -176,12 +178,14 @@ class Gateway:
                 for i, topic, payload, qos, retain in self.store.outbox()
                 if i not in self._inflight
             ]
-        for msg in batch:
-            pubs += self.pipeline.handle(msg).publications
         for swap_id, swap in self.store.swaps_after(self._swap_id):
-            # Registered by `patrol-gateway roster swap` (another process) on this store.
+            # Registered by `patrol-gateway roster swap` (another process) on this store;
+            # before the batch, so its messages are judged with the new roster.
             pubs += self.pipeline.inject(swap, swap.time).publications
             self._swap_id = swap_id
+            self.store.set_meta("swaps_through", str(swap_id))
+        for msg in batch:
+            pubs += self.pipeline.handle(msg).publications
         pubs += self.pipeline.tick(self.clock() - self.grace).publications
         status = self.pipeline.status()
         if status is not None:
@@ -200,10 +204,7 @@ class Gateway:
             self.site, self.topics, self.store, self._start, live=True, grace=self.grace
         )
         mark = self.store.meta("fired_through")
-        if mark is None:
-            count = pipeline.restore(self._start, inclusive=False)
-        else:
-            count = pipeline.restore_mark(mark)
+        count = pipeline.restore(mark, self._swap_id)
         if count:
             log.info("已从存储恢复 / restored from the store: %d events up to %s", count, mark)
         return pipeline
@@ -213,6 +214,9 @@ class Gateway:
         try:
             self.store.rollback()
             self._mark = ""
+            self._swap_id = int(self.store.meta("swaps_through") or 0)
+            self._inflight.clear()  # confirmations were rolled back: send the outbox again
+            self._resend = True
             self.pipeline = self._new_pipeline()
         except sqlite3.Error:
             log.exception("回滚失败 / rollback failed")
@@ -224,6 +228,8 @@ class Gateway:
 
     def _publish(self, pubs: list[Publication]) -> None:
         for p in pubs:
+            if p.outbox_id is not None and self._resend:
+                continue  # an earlier one was refused: keep the outbox's order, send it later
             confirmed = self.link.publish(p.topic, p.payload, p.qos, p.retain)
             if p.outbox_id is None:
                 if confirmed is None:

@@ -249,7 +249,7 @@ def roster_show(
     if path.exists():
         store = SqliteStore(path)
         for _, registered in store.swaps_after(0):
-            roster.add(Swap(registered.time, registered.date, registered.manager, "live"))
+            roster.add(Swap.live(registered))
         store.close()
     table = Table(title=f"{site.name} 轮值表 / roster {year}-W{number:02d}")
     for column in ("日期 date", "星期 day", "值班经理 duty manager", "替班 swap"):

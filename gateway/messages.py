@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.config.site import Site
 
 _TEXTS: dict[str, dict[str, str]] = {
     "device.offline": {
@@ -69,3 +72,14 @@ def text(locale: str, key: str, **values: Any) -> str:
     """The message `key` in `locale` (falling back to zh-CN), filled with `values`."""
     templates = _TEXTS[key]
     return templates.get(locale, templates["zh-CN"]).format(**values)
+
+
+def for_site(site: Site, key: str, **values: Any) -> str:
+    """The message `key` in the site's locale."""
+    return text(site.config.site.locale, key, **values)
+
+
+def person_name(site: Site, person: str | None) -> str:
+    """A person's name for messages (the id if unknown)."""
+    who = site.people.get(person) if person else None
+    return who.name if who else str(person)

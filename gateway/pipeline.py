@@ -20,7 +20,6 @@ from gateway.events import DeviceStatus, Event, Message, Reading, Rejection, Sca
 from gateway.ingest.decode import Decoder, reason_text
 from gateway.ingest.topics import Topics
 from gateway.roster import Swap
-from gateway.rules.duty import DutyRules
 from gateway.rules.engine import Engine, build_rules
 from gateway.rules.flags import Flagger
 from gateway.rules.status import patrol_status
@@ -81,27 +80,34 @@ class Pipeline:
         instant, inclusive = self.engine.fired_through
         return f"{instant.isoformat()}{'+=' if inclusive else ''}"
 
-    def restore_mark(self, mark: str) -> int:
-        """`restore` up to a persisted `mark()`."""
-        inclusive = mark.endswith("+=")
-        return self.restore(dt.datetime.fromisoformat(mark.removesuffix("+=")), inclusive)
-
-    def restore(self, until: dt.datetime, inclusive: bool = True) -> int:
-        """Rebuild the rules from the stored record up to `until` (the last mark), silently.
+    def restore(self, mark: str | None, swaps_through: int = 0) -> int:
+        """Rebuild the rules from the stored record up to a persisted `mark()`, silently.
 
         Deadlines up to the mark fired before the restart and are not fired again; the alert
-        book is the stored one. Returns the number of events read back.
+        book is the stored one. Every stored message counts (each was received no later than
+        the mark plus the grace); of the swaps registered on the command line, those with an
+        id up to `swaps_through` (the rest the caller feeds in live). Returns the number of
+        events read back.
         """
+        if mark is None:
+            until, inclusive = self.start, False
+        else:
+            until = dt.datetime.fromisoformat(mark.removesuffix("+="))
+            inclusive = mark.endswith("+=")
         cal = self.site.calendar
         horizon = max(self.start, cal.day_start(cal.day_of(until) - dt.timedelta(RESTORE_DAYS)))
+        earlier = [
+            Swap.live(s)
+            for i, s in self.store.swaps_after(0)
+            if i <= swaps_through and s.time < horizon
+        ]
         scratch = Engine(
-            self.site, build_rules(self.site, horizon, self.live), AlertBook(self.site.id), horizon
+            self.site,
+            build_rules(self.site, horizon, self.live, earlier),
+            AlertBook(self.site.id),
+            horizon,
         )
-        duty = scratch.find(DutyRules)
-        for _, swap in self.store.swaps_after(0):
-            if duty is not None and swap.time < horizon:
-                duty.roster.add(Swap(swap.time, swap.date, swap.manager, "live"))
-        events = self.store.events_between(horizon, until)
+        events = self.store.events_between(horizon, until + self.grace, swaps_through)
         for received, event in events:
             if isinstance(event, Scan):
                 self.flagger.remember(event)

@@ -115,6 +115,4 @@ def write_transition(out: TextIO, transition: Transition, tz: dt.tzinfo) -> None
     """One JSON line: the alert record at the transition, with `at` (§7)."""
     record = transition.alert.to_json(tz)
     record["at"] = iso(transition.at, tz)
-    if transition.change == "acknowledged" or transition.actor != "gateway":
-        record["actor"] = transition.actor
     out.write(json.dumps(record, ensure_ascii=False) + "\n")

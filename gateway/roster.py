@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from gateway.config.site import Site
+from gateway.events import SwapRegistered
 
 
 @dataclass(frozen=True, order=True)
@@ -16,6 +17,11 @@ class Swap:
     date: dt.date
     manager: str
     source: str = "file"
+
+    @classmethod
+    def live(cls, event: SwapRegistered) -> Swap:
+        """A swap registered on the command line or through the API."""
+        return cls(event.time, event.date, event.manager, "live")
 
 
 def file_swaps(site: Site) -> list[Swap]:

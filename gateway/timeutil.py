@@ -74,7 +74,12 @@ class DutyCalendar:
         self.day_starts = day_starts
 
     def local(self, date: dt.date, clock: dt.time) -> dt.datetime:
-        """The instant of `clock` on calendar `date`, local time (folds take the first)."""
+        """The instant of `clock` on calendar `date`, local time.
+
+        Around a daylight-saving change: a clock time that occurs twice means its first
+        occurrence; one that does not exist (skipped by the spring change) is read with the
+        offset before the change, so it lands just after the gap ("02:30" → 03:30 summer time).
+        """
         naive = dt.datetime.combine(date, clock)
         return naive.replace(tzinfo=self.tz).astimezone(UTC)
 
@@ -83,11 +88,12 @@ class DutyCalendar:
         return self.local(day, self.day_starts)
 
     def day_of(self, instant: dt.datetime) -> dt.date:
-        """The duty day that contains `instant`."""
-        local = instant.astimezone(self.tz)
-        day = local.date()
-        if local.timetz().replace(tzinfo=None) < self.day_starts:
-            day -= dt.timedelta(days=1)
+        """The duty day D that contains `instant`: day_start(D) ≤ instant < day_start(D+1)."""
+        day = instant.astimezone(self.tz).date()
+        if instant < self.day_start(day):
+            return day - dt.timedelta(days=1)
+        if instant >= self.day_start(day + dt.timedelta(days=1)):
+            return day + dt.timedelta(days=1)
         return day
 
     def deadline(self, day: dt.date, clock: dt.time) -> dt.datetime:

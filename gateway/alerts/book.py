@@ -33,6 +33,8 @@ class AlertBook:
     def __init__(self, site: str, alerts: list[Alert] | None = None) -> None:
         self.site = site
         self._open: dict[tuple[str, str], Alert] = {}
+        # (rule, subject) → (instant, n) of its last raise, to tell same-instant raises apart.
+        self._raised: dict[tuple[str, str], tuple[dt.datetime, int]] = {}
         for alert in alerts or []:
             if alert.state != "closed":
                 self._open[(alert.rule, alert.subject)] = alert
@@ -64,8 +66,11 @@ class AlertBook:
             updated = current.replace(message=message, details=details or {})
             self._open[(rule, subject)] = updated
             return Transition(updated, "update", at)
+        last = self._raised.get((rule, subject))
+        n = last[1] + 1 if last is not None and last[0] == at else 0
+        self._raised[(rule, subject)] = (at, n)
         alert = Alert(
-            id=alert_id(self.site, rule, subject, at),
+            id=alert_id(self.site, rule, subject, at, n),
             site=self.site,
             rule=rule,
             subject=subject,

@@ -15,9 +15,15 @@ AlertState = Literal["open", "acknowledged", "closed"]
 _NAMESPACE = uuid.UUID("6f1c7d4e-2b8a-4c1e-9d3f-5a7b9c0e1f23")
 
 
-def alert_id(site: str, rule: str, subject: str, raised_at: dt.datetime) -> str:
-    """A stable id: the same alert gets the same id in a replay and after a restart."""
+def alert_id(site: str, rule: str, subject: str, raised_at: dt.datetime, n: int = 0) -> str:
+    """A stable id: the same alert gets the same id in a replay and after a restart.
+
+    `n` tells apart alerts of one (rule, subject) raised at the same instant (raised, cleared
+    and raised again within one second).
+    """
     key = f"{site}|{rule}|{subject}|{raised_at.astimezone(dt.UTC).isoformat()}"
+    if n:
+        key += f"|{n}"
     return uuid.uuid5(_NAMESPACE, key).hex[:16]
 
 

@@ -26,7 +26,7 @@ from gateway.events import Message
 
 log = logging.getLogger(__name__)
 
-QOS1_WAIT_SECONDS = 30.0
+QOS1_WAIT_SECONDS = 30  # how often a blocked network thread says so
 
 
 @dataclass(frozen=True)
@@ -182,12 +182,14 @@ class MqttLink:
             except queue.Full:
                 self.dropped_qos0 += 1
             return
-        while True:
+        waited = 0
+        while not self._closing:
             try:
-                self.inbox.put(msg, timeout=QOS1_WAIT_SECONDS)
+                self.inbox.put(msg, timeout=1.0)
                 return
             except queue.Full:
-                # Waiting is the backpressure: unacknowledged, the broker holds the rest.
-                log.error(
-                    "入站队列已满 / inbox full for %ss: is the store stuck?", QOS1_WAIT_SECONDS
-                )
+                # Waiting is the backpressure: unacknowledged, the broker holds the rest back.
+                # Stopping drops the message unacknowledged: the broker redelivers it.
+                waited += 1
+                if waited % QOS1_WAIT_SECONDS == 0:
+                    log.error("入站队列已满 / inbox full for %d s: is the store stuck?", waited)

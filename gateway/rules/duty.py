@@ -18,6 +18,7 @@ from gateway.events import Event, HandoverConfirmed, Scan, SwapRegistered
 from gateway.roster import Roster, Swap
 from gateway.rules.engine import RuleContext
 from gateway.rules.patrol_time import patrol_time
+from gateway.timeutil import iso
 
 ABSENT = "duty.absent"
 UNREGISTERED_SWAP = "duty.unregistered_swap"
@@ -28,6 +29,19 @@ HOURS_AT_RISK = "patrol.hours_at_risk"
 KEY_POST_AT_RISK = "patrol.key_post_at_risk"
 
 CHECK_IN_LEAD = dt.timedelta(minutes=30)  # the window opens 30 min before day_starts (§5)
+
+
+DEADLINES = ("check_in_deadline", "handover_deadline", "patrol_deadline", "key_posts_deadline")
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """Something due at an instant: a duty clock time of a day, a file swap, a warning check."""
+
+    at: dt.datetime
+    kind: str
+    day: dt.date
+    swap: Swap | None = None
 
 
 @dataclass(frozen=True)
@@ -60,7 +74,8 @@ class DutyRules:
         # Scans of the last three duty days, by person: every question is about one person.
         self.scans: dict[str, list[Signed]] = {}
         self.confirmed: set[dt.date] = set()
-        self.fired_until = start
+        # Deadlines up to here are decided; one at the very start instant is still due.
+        self.fired_until = start - dt.timedelta(microseconds=1)
         # next_deadline() is asked before every event; its answer changes only with a scan,
         # a swap or a fired deadline, so it is kept until one of those happens.
         self._next: dt.datetime | None = None
@@ -150,89 +165,87 @@ class DutyRules:
         if isinstance(event, Scan) and event.person is not None:
             self._on_scan(ctx, Signed(event.time, event.person, event.post))
         elif isinstance(event, SwapRegistered):
-            swap = Swap(event.time, event.date, event.manager, "live")
+            swap = Swap.live(event)
             self._swap_takes_effect(ctx, swap, register=True)
         elif isinstance(event, HandoverConfirmed):
             self.confirmed.add(event.date)
-            ctx.clear(HANDOVER_OVERDUE, event.date.isoformat())
+            self._recheck_handover(ctx, event.date)
 
     def next_deadline(self) -> dt.datetime | None:
         """The earliest pending instant after `fired_until`."""
         if not self._next_known:
-            pending = [t for t in self._candidates() if t > self.fired_until]
+            pending = [d.at for d in self._candidates() if d.at > self.fired_until]
             self._next = min(pending, default=None)
             self._next_known = True
         return self._next
 
     def on_deadline(self, ctx: RuleContext) -> None:
-        """Decide everything due at `ctx.now`."""
-        now = ctx.now
-        self._next_known = False
-        for swap in self.roster.swaps:
-            if swap.registered_at == now and swap.source == "file":
-                self._swap_takes_effect(ctx, swap, register=False)
-        for day in self._days(now):
-            if now == self.deadline(day, "check_in_deadline"):
-                self._check_in(ctx, day)
-            if now == self.deadline(day, "handover_deadline") and not self.handover_done(day, now):
-                ctx.raise_(
-                    HANDOVER_OVERDUE,
-                    day.isoformat(),
-                    "warning",
-                    self._text(HANDOVER_OVERDUE, date=day.isoformat()),
-                    {
-                        "date": day.isoformat(),
-                        "outgoing": self.outgoing(day, now),
-                        "incoming": self.roster.manager(day, now),
-                    },
-                )
-            if now == self.deadline(day, "patrol_deadline"):
-                self._patrol_deadline(ctx, day)
-            if now == self.deadline(day, "key_posts_deadline"):
-                self._key_posts_deadline(ctx, day)
-            if self.early:
+        """Decide everything due up to `ctx.now`, in time order."""
+        due = sorted(
+            (d for d in self._candidates() if self.fired_until < d.at <= ctx.now),
+            key=lambda d: (d.at, d.kind),
+        )
+        for deadline in due:
+            self._decide(ctx, deadline)
+        if self.early:
+            for day in self._days(ctx.now):
                 self._early_warnings(ctx, day)
-        self.fired_until = now
-        self._prune(now)
+        self.fired_until = ctx.now
+        self._next_known = False
+        self._prune(ctx.now)
 
     # -- internals ---------------------------------------------------------------------------
-
-    def _text(self, key: str, **values: object) -> str:
-        return messages.text(self.site.config.site.locale, key, **values)
-
-    def _name(self, person: str | None) -> str:
-        who = self.site.people.get(person) if person else None
-        return who.name if who else str(person)
 
     def _days(self, at: dt.datetime) -> list[dt.date]:
         today = self.cal.day_of(at)
         return [today - dt.timedelta(days=1), today, today + dt.timedelta(days=1)]
 
-    def _candidates(self) -> list[dt.datetime]:
-        out = [s.registered_at for s in self.roster.swaps if s.source == "file"]
+    def _candidates(self) -> list[Deadline]:
+        out = [
+            Deadline(s.registered_at, "swap", s.date, s)
+            for s in self.roster.swaps
+            if s.source == "file"
+        ]
         for day in self._days(self.fired_until):
-            out += [
-                self.deadline(day, name)
-                for name in (
-                    "check_in_deadline",
-                    "handover_deadline",
-                    "patrol_deadline",
-                    "key_posts_deadline",
-                )
-            ]
+            out += [Deadline(self.deadline(day, name), name, day) for name in DEADLINES]
             if self.early:
                 key = self.deadline(day, "key_posts_deadline")
-                out += [key - self.key_lead, self.cal.day_start(day)]
-                out.append(self.hours_warning_at(day, self.fired_until))
+                out += [
+                    Deadline(key - self.key_lead, "warning", day),
+                    Deadline(self.cal.day_start(day), "warning", day),
+                    Deadline(self.hours_warning_at(day, self.fired_until), "warning", day),
+                ]
         return out
+
+    def _decide(self, ctx: RuleContext, deadline: Deadline) -> None:
+        day = deadline.day
+        if deadline.swap is not None:
+            self._swap_takes_effect(ctx, deadline.swap, register=False)
+        elif deadline.kind == "check_in_deadline":
+            self._check_in(ctx, day)
+        elif deadline.kind == "handover_deadline" and not self.handover_done(day, ctx.now):
+            ctx.raise_(
+                HANDOVER_OVERDUE,
+                day.isoformat(),
+                "warning",
+                messages.for_site(self.site, HANDOVER_OVERDUE, date=day.isoformat()),
+                {
+                    "date": day.isoformat(),
+                    "outgoing": self.outgoing(day, ctx.now),
+                    "incoming": self.roster.manager(day, ctx.now),
+                },
+            )
+        elif deadline.kind == "patrol_deadline":
+            self._patrol_deadline(ctx, day)
+        elif deadline.kind == "key_posts_deadline":
+            self._key_posts_deadline(ctx, day)
 
     def _on_scan(self, ctx: RuleContext, scan: Signed) -> None:
         self.scans.setdefault(scan.person, []).append(scan)
         self._version[scan.person] = self._version.get(scan.person, 0) + 1
         ctx.clear(ABSENT, scan.person)  # their first scan after the deadline (rule 1)
         for day in {self.cal.day_of(scan.time), self.cal.day_of(scan.time + CHECK_IN_LEAD)}:
-            if ctx.book.get(HANDOVER_OVERDUE, day.isoformat()) and self.handover_done(day, ctx.now):
-                ctx.clear(HANDOVER_OVERDUE, day.isoformat())
+            self._recheck_handover(ctx, day)
         day = self.cal.day_of(scan.time)
         if self.roster.manager(day, ctx.now) == scan.person:
             if self.patrolled(day, ctx.now) >= self.quota:
@@ -240,14 +253,26 @@ class DutyRules:
             if scan.post in self.key_posts:
                 ctx.clear(KEY_POST_AT_RISK, scan.post)
 
+    def _recheck_handover(self, ctx: RuleContext, day: dt.date) -> None:
+        """Close an overdue handover into `day` that is now complete (rule 3)."""
+        if ctx.book.get(HANDOVER_OVERDUE, day.isoformat()) and self.handover_done(day, ctx.now):
+            ctx.clear(HANDOVER_OVERDUE, day.isoformat())
+
     def _swap_takes_effect(self, ctx: RuleContext, swap: Swap, register: bool) -> None:
         before = self.roster.manager(swap.date, swap.registered_at - dt.timedelta(microseconds=1))
         if register:
             self.roster.add(swap)
         if swap.registered_at < self.start:
             return
-        if before is not None and before != swap.manager:
-            ctx.clear(ABSENT, before)  # the duty is covered (rule 1)
+        absent = ctx.book.get(ABSENT, before) if before is not None else None
+        if (
+            before is not None
+            and absent is not None
+            and before != swap.manager
+            and absent.details.get("date") == swap.date.isoformat()
+        ):
+            ctx.clear(ABSENT, before)  # the duty of that day is covered (rule 1)
+        self._recheck_handover(ctx, swap.date)
         if swap.registered_at > self.cal.day_start(swap.date):
             rostered = self.roster.rostered(swap.date)
             if rostered is not None:
@@ -255,11 +280,12 @@ class DutyRules:
                     UNREGISTERED_SWAP,
                     rostered,
                     "warning",
-                    self._text(
+                    messages.for_site(
+                        self.site,
                         "duty.unregistered_swap.late",
                         date=swap.date.isoformat(),
-                        name=self._name(rostered),
-                        stand_in=self._name(swap.manager),
+                        name=messages.person_name(self.site, rostered),
+                        stand_in=messages.person_name(self.site, swap.manager),
                     ),
                     {
                         "date": swap.date.isoformat(),
@@ -277,7 +303,12 @@ class DutyRules:
             ABSENT,
             manager,
             "critical",
-            self._text(ABSENT, date=day.isoformat(), name=self._name(manager)),
+            messages.for_site(
+                self.site,
+                ABSENT,
+                date=day.isoformat(),
+                name=messages.person_name(self.site, manager),
+            ),
             {"date": day.isoformat(), "fine_yuan": self.site.config.duty.absence_fine_yuan},
         )
         if self.roster.swap_in_effect(day, ctx.now) is not None:
@@ -295,11 +326,12 @@ class DutyRules:
                 UNREGISTERED_SWAP,
                 manager,
                 "warning",
-                self._text(
+                messages.for_site(
+                    self.site,
                     "duty.unregistered_swap.stand_in",
                     date=day.isoformat(),
-                    name=self._name(manager),
-                    stand_in=self._name(stand_ins[0]),
+                    name=messages.person_name(self.site, manager),
+                    stand_in=messages.person_name(self.site, stand_ins[0]),
                 ),
                 {"date": day.isoformat(), "case": "stand_in", "stand_in": stand_ins[0]},
             )
@@ -316,10 +348,11 @@ class DutyRules:
                 HOURS_SHORT,
                 manager,
                 "critical",
-                self._text(
+                messages.for_site(
+                    self.site,
                     HOURS_SHORT,
                     date=day.isoformat(),
-                    name=self._name(manager),
+                    name=messages.person_name(self.site, manager),
                     hours=f"{minutes // 60}:{minutes % 60:02d}",
                 ),
                 {
@@ -330,6 +363,8 @@ class DutyRules:
             )
 
     def _key_posts_deadline(self, ctx: RuleContext, day: dt.date) -> None:
+        if self.roster.manager(day, ctx.now) is None:
+            return  # no roster, no duty manager: nobody's signature is missing
         signed = self.signed_posts(day, ctx.now)
         for post in self.key_posts:
             ctx.clear(KEY_POST_AT_RISK, post)
@@ -338,7 +373,7 @@ class DutyRules:
                     KEY_POST_MISSED,
                     post,
                     "warning",
-                    self._text(KEY_POST_MISSED, post=self.site.posts[post].name),
+                    messages.for_site(self.site, KEY_POST_MISSED, post=self.site.posts[post].name),
                     {"date": day.isoformat(), "manager": self.roster.manager(day, ctx.now)},
                 )
 
@@ -354,8 +389,10 @@ class DutyRules:
                         KEY_POST_AT_RISK,
                         post,
                         "info",
-                        self._text(KEY_POST_AT_RISK, post=self.site.posts[post].name),
-                        {"date": day.isoformat(), "deadline": key_deadline.isoformat()},
+                        messages.for_site(
+                            self.site, KEY_POST_AT_RISK, post=self.site.posts[post].name
+                        ),
+                        {"date": day.isoformat(), "deadline": iso(key_deadline, self.site.tz)},
                     )
         patrol_deadline = self.deadline(day, "patrol_deadline")
         manager = self.roster.manager(day, now)
@@ -371,7 +408,12 @@ class DutyRules:
                 HOURS_AT_RISK,
                 manager,
                 "info",
-                self._text(HOURS_AT_RISK, name=self._name(manager), minutes=done),
+                messages.for_site(
+                    self.site,
+                    HOURS_AT_RISK,
+                    name=messages.person_name(self.site, manager),
+                    minutes=done,
+                ),
                 {"date": day.isoformat(), "patrol_minutes": done},
             )
 

@@ -7,11 +7,15 @@ event at instant t is handled before the deadlines at t fire; deadlines before t
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Protocol, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from gateway.alerts.book import AlertBook, Transition
 from gateway.config.site import Site
 from gateway.events import Event
+
+if TYPE_CHECKING:
+    from gateway.roster import Swap
 
 T = TypeVar("T")
 
@@ -72,14 +76,17 @@ class Engine:
     def process(
         self, event: Event, at: dt.datetime, grace: dt.timedelta = dt.timedelta(0)
     ) -> list[Transition]:
-        """Handle one event received at `at` (the clock); deadlines before `at − grace` fire first.
+        """Handle one event received at `at`; its transitions happen at `at`.
 
-        The clock is the receive time, as live: a scan a reader buffered while offline and
-        delivers an hour late finds the deadlines of that hour already decided, and changes
-        what it can (it clears an absence, say). Live, `grace` lets a scan stamped at a
-        deadline that is still in flight count as on time (§5); replay has none.
+        First the deadlines before `at − grace` fire: the clock is the receive time, so a scan
+        a reader buffered while offline and delivers an hour late finds that hour's deadlines
+        decided, as it would live, and changes what it still can (it clears an absence, say).
+        Then the deadlines within the grace but before the event's own time fire: a scan
+        stamped 09:00:00 that arrives a second later counts as on time for 09:00 (§5), and one
+        stamped 09:00:01 comes after the 09:00 deadline, whenever it arrives.
         """
         out = self._advance(at - grace, inclusive=False)
+        out += self._advance(min(at, event.time), inclusive=False)
         self.now = max(self.now, at)
         ctx = RuleContext(self.site, self.book, self.now)
         for rule in self.rules:
@@ -100,6 +107,13 @@ class Engine:
         return min(pending, default=None)
 
     def _advance(self, to: dt.datetime, inclusive: bool) -> list[Transition]:
+        """Fire the deadlines before `to` (and at it, if `inclusive`), each at its instant.
+
+        A deadline that a late event placed before the mark already passed (a round scan
+        delivered late, say) fires at the engine's present instead: transitions never go back
+        in time.
+        """
+        passed = self.fired_through[0]
         out: list[Transition] = []
         while True:
             due = [
@@ -111,7 +125,7 @@ class Engine:
                 break
             when, index = min(due)
             self.now = max(self.now, when)
-            ctx = RuleContext(self.site, self.book, when)
+            ctx = RuleContext(self.site, self.book, when if when >= passed else self.now)
             self.rules[index].on_deadline(ctx)
             out += ctx.transitions
             if self.rules[index].next_deadline() == when:
@@ -127,8 +141,11 @@ class Engine:
         return self._advance(*through)
 
 
-def build_rules(site: Site, start: dt.datetime, live: bool) -> list[Rule]:
-    """Every rule this gateway enforces, for one site; `start` is when counting starts.
+def build_rules(
+    site: Site, start: dt.datetime, live: bool, swaps: Sequence[Swap] = ()
+) -> list[Rule]:
+    """Every rule this gateway enforces, for one site; `start` is when counting starts, `swaps`
+    the swaps registered outside the site file before it.
 
     Early warnings are on in `run`/`demo` (`live`) and off in `replay`, unless the site file
     says otherwise (duty.early_warnings.enabled), so replayed transitions stay exact.
@@ -144,7 +161,7 @@ def build_rules(site: Site, start: dt.datetime, live: bool) -> list[Rule]:
     return [
         DeviceOffline(),
         UnknownCredential(),
-        DutyRules(site, Roster(site), start, early),
+        DutyRules(site, Roster(site, list(swaps)), start, early),
         Rounds(site, start),
         EquipmentRules(site, start),
     ]

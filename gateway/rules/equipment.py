@@ -10,6 +10,7 @@ from gateway.config.models import ENGINEERING_ROLES, Metric
 from gateway.config.site import Site
 from gateway.events import Event, Reading, Scan
 from gateway.rules.engine import RuleContext
+from gateway.timeutil import iso
 
 OUT_OF_RANGE = "equipment.out_of_range"
 STALE = "equipment.stale"
@@ -107,14 +108,13 @@ class EquipmentRules:
                     STALE,
                     eq,
                     "warning",
-                    self._text(STALE, equipment=self.site.equipment[eq].name, seconds=seconds),
-                    {"last_reading": last.isoformat()},
+                    messages.for_site(
+                        self.site, STALE, equipment=self.site.equipment[eq].name, seconds=seconds
+                    ),
+                    {"last_reading": iso(last, self.site.tz)},
                 )
 
     # -- internals ---------------------------------------------------------------------------
-
-    def _text(self, key: str, **values: object) -> str:
-        return messages.text(self.site.config.site.locale, key, **values)
 
     def _for(self, equipment: str, metric: str) -> dt.timedelta:
         return dt.timedelta(seconds=self.site.equipment[equipment].metrics[metric].for_seconds)
@@ -125,8 +125,9 @@ class EquipmentRules:
     def _reading(self, ctx: RuleContext, reading: Reading) -> None:
         eq = reading.equipment
         if eq in self.last_reading:
-            if reading.time > self.last_reading[eq]:
-                self.last_reading[eq] = reading.time
+            # Staleness is about hearing from the equipment: a meter that delivers what it
+            # buffered while offline is heard now, whatever its readings' stamps say.
+            self.last_reading[eq] = max(self.last_reading[eq], reading.received_at)
             ctx.clear(STALE, eq)
         for name, value in reading.values.items():
             metric = self.site.equipment[eq].metrics[name]
@@ -160,7 +161,8 @@ class EquipmentRules:
             OUT_OF_RANGE,
             f"{eq}.{name}",
             metric.severity.value,
-            self._text(
+            messages.for_site(
+                self.site,
                 OUT_OF_RANGE,
                 equipment=self.site.equipment[eq].name,
                 metric=name,
@@ -170,7 +172,7 @@ class EquipmentRules:
             ),
             {
                 "value": value,
-                "since": None if since is None else since.isoformat(),
+                "since": None if since is None else iso(since, self.site.tz),
                 "latch": metric.latch,
             },
         )

@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime as dt
 
 from gateway import messages
+from gateway.config.models import Rounds as RoundsConfig
 from gateway.config.site import Site
 from gateway.events import Event, Scan
 from gateway.rules.engine import RuleContext
+from gateway.timeutil import iso
 
 ROUND_MISSED = "round.missed"
 
@@ -17,26 +19,28 @@ class Rounds:
 
     def __init__(self, site: Site, start: dt.datetime) -> None:
         self.site = site
-        self.posts = {p.id: p.rounds for p in site.config.posts if p.rounds is not None}
+        self.posts: dict[str, RoundsConfig] = {
+            p.id: p.rounds for p in site.config.posts if p.rounds is not None
+        }
         self.last: dict[str, dt.datetime] = dict.fromkeys(self.posts, start)
         self.fired: dict[str, dt.datetime] = {}  # post → the `last` its alert was raised for
 
     def due(self, post: str) -> dt.datetime:
         """When the next round at `post` is due."""
-        rounds = self.posts[post]
-        assert rounds is not None
-        return self.last[post] + dt.timedelta(minutes=rounds.every_minutes)
+        return self.last[post] + dt.timedelta(minutes=self.posts[post].every_minutes)
 
     def on_event(self, ctx: RuleContext, event: Event) -> None:
         """A scan by a holder of one of the round's roles is the round."""
         if not isinstance(event, Scan) or event.post not in self.posts:
             return
-        rounds = self.posts[event.post]
-        assert rounds is not None
-        if not self.site.has_role(event.person, rounds.roles):
+        if not self.site.has_role(event.person, self.posts[event.post].roles):
             return
         self.last[event.post] = max(self.last[event.post], event.time)
-        ctx.clear(ROUND_MISSED, event.post)
+        if self.due(event.post) > ctx.now:
+            ctx.clear(ROUND_MISSED, event.post)
+        elif ctx.book.get(ROUND_MISSED, event.post) is not None:
+            # Delivered late, and overdue again already: the alert stays open, not re-raised.
+            self.fired[event.post] = self.last[event.post]
 
     def next_deadline(self) -> dt.datetime | None:
         """The earliest round due that has not been raised yet."""
@@ -46,18 +50,17 @@ class Rounds:
     def on_deadline(self, ctx: RuleContext) -> None:
         """Raise for every post whose round is due now."""
         for post, rounds in self.posts.items():
-            assert rounds is not None
             if self.fired.get(post) != self.last[post] and self.due(post) <= ctx.now:
                 self.fired[post] = self.last[post]
                 ctx.raise_(
                     ROUND_MISSED,
                     post,
                     "warning",
-                    messages.text(
-                        self.site.config.site.locale,
+                    messages.for_site(
+                        self.site,
                         ROUND_MISSED,
                         post=self.site.posts[post].name,
                         minutes=f"{rounds.every_minutes:g}",
                     ),
-                    {"last_round": self.last[post].isoformat(), "roles": list(rounds.roles)},
+                    {"last_round": iso(self.last[post], self.site.tz), "roles": list(rounds.roles)},
                 )

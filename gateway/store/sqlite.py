@@ -168,6 +168,14 @@ class SqliteStore:
 
     def add_reading(self, reading: Reading) -> bool:
         """Store a reading's values; False when (equipment, seq) was already stored."""
+        if (
+            reading.seq is not None
+            and self._db.execute(
+                "SELECT 1 FROM readings WHERE equipment = ? AND seq = ? LIMIT 1",
+                (reading.equipment, reading.seq),
+            ).fetchone()
+        ):
+            return False  # a redelivery, even if it carries other metrics than the first time
         rows = [
             (
                 reading.equipment,
@@ -277,9 +285,10 @@ class SqliteStore:
         return None if row is None else str(row[0])
 
     def events_between(
-        self, since: dt.datetime, until: dt.datetime
+        self, since: dt.datetime, until: dt.datetime, swaps_through: int
     ) -> list[tuple[dt.datetime, Event]]:
-        """Every stored event received in [since, until], as (received_at, event), in order."""
+        """Every stored event received in [since, until], as (received_at, event), in order;
+        of the swaps, those with an id up to `swaps_through` (the ones the rules have seen)."""
         t, u = _t(since), _t(until)
         out: list[tuple[float, int, int, Event]] = []
         for row in self._db.execute(
@@ -321,8 +330,8 @@ class SqliteStore:
             out.append((rec, 2, ident, DeviceStatus(device, state, _instant(time), _instant(rec))))
         for ident, day, manager, rec in self._db.execute(
             "SELECT id, date, manager, registered_at FROM swaps"
-            " WHERE registered_at BETWEEN ? AND ?",
-            (t, u),
+            " WHERE registered_at BETWEEN ? AND ? AND id <= ?",
+            (t, u, swaps_through),
         ):
             swap = SwapRegistered(dt.date.fromisoformat(day), manager, _instant(rec))
             out.append((rec, 3, ident, swap))

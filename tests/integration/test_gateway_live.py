@@ -272,7 +272,7 @@ def malformed(i: int) -> Bad:
         Bad("equipment/tx-1/reading", json.dumps({"values": [1], "n": m}).encode(), "bad_field"),
         Bad("equipment/chiller-1/reading", reading({"supply_temp_c": "cold"}, m), "bad_field"),
         Bad("equipment/tx-1/reading", reading({"load_pct": True}, m), "bad_field"),
-        Bad("equipment/chiller-1/reading", reading({"leak": 1}, m), "bad_field"),
+        Bad("equipment/chiller-1/reading", reading({"leak": 2}, m), "bad_field"),
         Bad(
             "equipment/tx-1/reading", b'{"n": "%b", "values": {"load_pct": 1e400}}' % b, "bad_field"
         ),

@@ -50,6 +50,15 @@ def test_acknowledge_keeps_open_or_closes() -> None:
     assert book.acknowledge("no-such-id", at(3), "x") is None
 
 
+def test_alert_raised_again_at_the_same_instant_gets_a_new_id() -> None:
+    """offline, online, offline within one second: two alerts, two ids, two records."""
+    book = AlertBook("zcity")
+    first = book.raise_("device.offline", "gr-2", "warning", at(0), "m")
+    book.clear("device.offline", "gr-2", at(0))
+    second = book.raise_("device.offline", "gr-2", "warning", at(0), "m")
+    assert second.change == "open" and second.alert.id != first.alert.id
+
+
 def test_alert_ids_are_stable_and_distinct() -> None:
     """The same alert gets the same id in a replay and after a restart; others differ."""
     assert alert_id("s", "r", "x", at(0)) == alert_id("s", "r", "x", at(0))

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.config import Site
+from gateway.events import Scan, SwapRegistered
 from gateway.roster import Roster
 from gateway.rules.duty import DutyRules
 from gateway.rules.engine import Rule
@@ -361,3 +362,59 @@ def test_patrol_time_ignores_order_and_is_bounded(ms: list[int], _: list[int]) -
 def test_one_more_scan_never_reduces_patrol_time(ms: list[int], extra: int) -> None:
     """Monotonic: a scan can only add patrol time (the early warning relies on it)."""
     assert patrol_time(times([*ms, extra]), GAP) >= patrol_time(times(ms), GAP)
+
+
+# -- arrival order, late deliveries, swaps that complete things --------------------------------
+
+
+def test_scan_just_after_the_deadline_clears_it_within_the_live_grace() -> None:
+    """Live grace: a scan stamped 09:00:01 is after the deadline: raised at 09:00, then cleared."""
+    d = Driver(make_site(), f"{TUE} 07:00", duty())
+    d.scan("ann", "mc", f"{TUE} 08:40")
+    t = d.t(f"{TUE} 09:00:01")
+    person = d.site.person_for("qr", "BOB")
+    assert person is not None
+    scan = Scan("mc", "monitoring-center", "BOB", "qr", person.id, t, t)
+    d._keep(d.engine.process(scan, t, dt.timedelta(seconds=2)))
+    assert sorted(only(d.rows, "duty.absent", "handover.overdue")) == [
+        ("11-24 09:00:00", "duty.absent", "bob", "open"),
+        ("11-24 09:00:00", "handover.overdue", TUE, "open"),
+        ("11-24 09:00:01", "duty.absent", "bob", "closed"),
+        ("11-24 09:00:01", "handover.overdue", TUE, "closed"),
+    ]
+
+
+def test_swap_for_another_day_does_not_cover_todays_absence() -> None:
+    """A swap registered for tomorrow leaves today's duty.absent open."""
+    d = Driver(make_site(), f"{TUE} 07:00", duty())
+    d.until(f"{TUE} 09:00")
+    d.event(SwapRegistered(dt.date(2026, 11, 25), "cat", d.t(f"{TUE} 10:00")))
+    assert only(d.rows, "duty.absent") == [("11-24 09:00:00", "duty.absent", "bob", "open")]
+
+
+def test_swap_that_completes_the_handover_clears_it_at_registration() -> None:
+    """The stand-in and the outgoing manager signed; the late swap completes the handover."""
+    d = Driver(make_site(), f"{TUE} 07:00", duty())
+    d.scan("ann", "mc", f"{TUE} 08:40")
+    d.scan("cat", "mc", f"{TUE} 08:45")
+    d.until(f"{TUE} 09:00")
+    d.event(SwapRegistered(dt.date(2026, 11, 24), "cat", d.t(f"{TUE} 09:20")))
+    assert ("11-24 09:20:00", "handover.overdue", TUE, "closed") in d.rows
+    assert ("11-24 09:20:00", "duty.absent", "bob", "closed") in d.rows
+
+
+def test_deadline_exactly_at_the_start_fires() -> None:
+    """A replay whose first message is at 09:00 still decides the 09:00 deadlines."""
+    d = Driver(make_site(), f"{TUE} 09:00", duty())
+    d.until(f"{TUE} 09:00")
+    assert sorted(only(d.rows, "duty.absent", "handover.overdue")) == [
+        ("11-24 09:00:00", "duty.absent", "bob", "open"),
+        ("11-24 09:00:00", "handover.overdue", TUE, "open"),
+    ]
+
+
+def test_site_without_roster_misses_no_key_posts() -> None:
+    """No roster, no duty manager: nobody's signature is missing."""
+    d = Driver(make_site(roster=None), f"{TUE} 07:00", duty())
+    d.until(f"{WED} 12:00")
+    assert d.rows == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from gateway.config import Site
+from gateway.events import Reading, Scan
 from gateway.rules.engine import Rule
 from gateway.rules.equipment import EquipmentRules
 from gateway.rules.rounds import Rounds
@@ -163,3 +164,36 @@ def test_round_counts_from_start_when_no_scan_yet() -> None:
     """Before any round, the count starts when the gateway (or the replay) started."""
     d = Driver(make_site(), f"{DAY} 09:17", rounds)
     assert d.until(f"{DAY} 11:17") == [("11-23 11:17:00", "round.missed", "power", "open")]
+
+
+def test_buffered_readings_delivered_late_do_not_flap_stale() -> None:
+    """A meter delivering what it buffered is heard when it delivers: one stale, one clear."""
+    d = eq_driver(stale=True)
+    d.reading("tx", f"{DAY} 08:05", temp=50)
+    late = d.t(f"{DAY} 08:40")
+    for minute in (6, 7, 8):
+        t = d.t(f"{DAY} 08:{minute:02d}")
+        d.event(Reading("tx", {"temp": 50.0}, t, late), late)
+    d.until(f"{DAY} 08:45")
+    stale = [r for r in d.rows if r[1] == "equipment.stale"]
+    assert stale == [
+        ("11-23 08:15:00", "equipment.stale", "tx", "open"),
+        ("11-23 08:40:00", "equipment.stale", "tx", "closed"),
+    ]
+
+
+def test_late_round_scan_that_is_overdue_again_keeps_the_alert_open() -> None:
+    """A round scan delivered late, already overdue again: no close-and-reopen, in time order."""
+    d = Driver(make_site(), f"{DAY} 09:00", rounds)
+    d.scan("eng", "pr", f"{DAY} 10:00")
+    d.until(f"{DAY} 12:00")  # opened at 12:00 (due since the 10:00 round)
+    t = d.t(f"{DAY} 10:30")
+    person = d.site.person_for("qr", "ENG")
+    assert person is not None
+    d.event(
+        Scan("pr", "power", "ENG", "qr", person.id, t, d.t(f"{DAY} 12:45")), d.t(f"{DAY} 12:45")
+    )
+    d.until(f"{DAY} 13:00")
+    assert d.rows == [("11-23 12:00:00", "round.missed", "power", "open")]
+    d.scan("eng", "pr", f"{DAY} 13:10")
+    assert d.rows[-1] == ("11-23 13:10:00", "round.missed", "power", "closed")

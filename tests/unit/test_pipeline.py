@@ -12,7 +12,7 @@ from gateway.ingest.topics import Topics
 from gateway.pipeline import Pipeline
 from gateway.store.sqlite import SqliteStore
 
-T0 = dt.datetime(2026, 11, 27, 1, 0, tzinfo=dt.UTC)
+T0 = dt.datetime(2026, 11, 27, 1, 30, tzinfo=dt.UTC)  # 09:30, clear of the duty deadlines
 TOPICS = Topics("estate", "zcity")
 
 
@@ -41,7 +41,7 @@ def test_duplicate_scan_is_stored_once_and_answered_twice(zcity: Site) -> None:
             "seq": 1,
             "ok": True,
             "person": "张伟",
-            "message": "前台 已签到 09:00",
+            "message": "前台 已签到 09:30",
             "flags": [],
         }
 
@@ -62,8 +62,10 @@ def test_duplicate_reading_is_stored_once(zcity: Site) -> None:
     body = {"values": {"winding_temp_c": 70.0, "load_pct": 50.0}, "seq": 9}
     pipeline.handle(msg("equipment/tx-1/reading", body))
     pipeline.handle(msg("equipment/tx-1/reading", body))
+    other = {"values": {"winding_temp_c": 99.0}, "seq": 9}  # same seq, other metrics
+    assert pipeline.handle(msg("equipment/tx-1/reading", other)).transitions == []
     assert store.count("readings") == 2  # one row per metric
-    assert pipeline.counters["duplicates"] == 1
+    assert pipeline.counters["duplicates"] == 2
 
 
 def test_refusal_is_published_stored_and_counted(zcity: Site) -> None:

@@ -24,13 +24,24 @@ def scenario(shared_dir: pathlib.Path) -> tuple[Site, list[Recorded]]:
         return site, list(read_events(handle, site.tz))
 
 
-def run(site: Site, events: list[Recorded], path: pathlib.Path, restarts: set[int]) -> list[str]:
-    """Feed the events like the live worker does, restarting the pipeline before each index."""
+def run(
+    site: Site,
+    events: list[Recorded],
+    path: pathlib.Path,
+    restarts: set[int],
+    grace: dt.timedelta = dt.timedelta(0),
+) -> list[str]:
+    """Feed the events like the live worker does (a tick `grace` behind after each message),
+    restarting the pipeline before each index in `restarts`."""
     topics = Topics("estate", site.id)
     start = events[0].received_at
     assert start is not None
+
+    def fresh(store: SqliteStore) -> Pipeline:
+        return Pipeline(site, topics, store, start, live=False, grace=grace)
+
     store = SqliteStore(path)
-    pipeline = Pipeline(site, topics, store, start)
+    pipeline = fresh(store)
     out: list[Transition] = []
     for i, rec in enumerate(events):
         if i in restarts:
@@ -38,10 +49,11 @@ def run(site: Site, events: list[Recorded], path: pathlib.Path, restarts: set[in
             store.commit()
             store.close()
             store = SqliteStore(path)
-            pipeline = Pipeline(site, topics, store, start)
-            pipeline.restore_mark(str(store.meta("fired_through")))
+            pipeline = fresh(store)
+            pipeline.restore(store.meta("fired_through"))
         assert rec.received_at is not None
         out += pipeline.handle(Message(rec.topic, rec.payload, rec.received_at, 1)).transitions
+        out += pipeline.tick(rec.received_at - grace).transitions
     out += pipeline.tick(pipeline.engine.now).transitions
     store.close()
     return [
@@ -51,16 +63,18 @@ def run(site: Site, events: list[Recorded], path: pathlib.Path, restarts: set[in
     ]
 
 
-@pytest.mark.parametrize("every", [4, 7, 333])
+@pytest.mark.parametrize(("every", "grace"), [(4, 0), (7, 0), (333, 0), (5, 2), (7, 120)])
 def test_restarts_change_nothing(
-    shared_dir: pathlib.Path, tmp_path: pathlib.Path, every: int
+    shared_dir: pathlib.Path, tmp_path: pathlib.Path, every: int, grace: int
 ) -> None:
-    """Restarting every N messages gives the same transitions, ids included, each exactly once."""
+    """Restarting every N messages gives the same transitions, ids included, each exactly once,
+    also with a live grace (messages received within the grace before the mark count)."""
     site, events = scenario(shared_dir)
-    baseline = run(site, events, tmp_path / "a.sqlite", set())
+    delay = dt.timedelta(seconds=grace)
+    baseline = run(site, events, tmp_path / "a.sqlite", set(), delay)
     assert len(baseline) == 21
-    restarted = run(site, events, tmp_path / "b.sqlite", set(range(every, len(events), every)))
-    assert restarted == baseline
+    cuts = set(range(every, len(events), every))
+    assert run(site, events, tmp_path / "b.sqlite", cuts, delay) == baseline
 
 
 def test_restart_at_two_pm_knows_the_morning(
@@ -79,7 +93,7 @@ def test_restart_at_two_pm_knows_the_morning(
     pipeline = Pipeline(
         site, Topics("estate", site.id), store, events[0].received_at or dt.datetime.min
     )
-    pipeline.restore(dt.datetime(2026, 11, 28, 6, 0, tzinfo=dt.UTC))
+    pipeline.restore("2026-11-28T06:00:00+00:00")
     status = pipeline.status()
     assert status is not None
 
@@ -92,3 +106,30 @@ def test_restart_at_two_pm_knows_the_morning(
     assert "model-home" in {p["post"] for p in body["key_posts"]["missing"]}
     store.close()
     assert any("duty.absent" in line for line in before)
+
+
+def test_message_received_within_the_grace_before_the_mark_survives_a_restart(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A check-in delivered late, just before a crash, still counts after the restart."""
+    site = load_site(pathlib.Path(__file__).parents[2] / "gateway" / "sites" / "zcity.yaml")
+    topics = Topics("estate", site.id)
+    grace = dt.timedelta(seconds=120)
+    start = dt.datetime(2026, 11, 27, 0, 0, tzinfo=dt.UTC)  # 08:00 local, a Friday: zhang-wei
+    path = tmp_path / "s.sqlite"
+    store = SqliteStore(path)
+    pipeline = Pipeline(site, topics, store, start, grace=grace)
+    received = dt.datetime(2026, 11, 27, 0, 59, 30, tzinfo=dt.UTC)  # 08:59:30
+    body = {"credential": "04A224B1C23380", "method": "nfc", "seq": 1, "ts": "2026-11-27T08:50:00"}
+    pipeline.handle(Message("estate/zcity/reader/mc-1/scan", json.dumps(body).encode(), received))
+    pipeline.tick(received - grace)
+    store.set_meta("fired_through", pipeline.mark())
+    store.commit()
+    store.close()
+
+    store = SqliteStore(path)
+    restarted = Pipeline(site, topics, store, start, grace=grace)
+    restarted.restore(store.meta("fired_through"))
+    rules = {t.alert.rule for t in restarted.tick(start + dt.timedelta(hours=2)).transitions}
+    assert "duty.absent" not in rules
+    store.close()

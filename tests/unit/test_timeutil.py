@@ -89,3 +89,26 @@ def test_every_instant_lies_in_its_duty_day(
     cal = DutyCalendar(tz, starts.replace(microsecond=0))
     day = cal.day_of(instant)
     assert cal.day_start(day) <= instant < cal.day_start(day + dt.timedelta(days=1))
+
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def test_day_start_in_the_spring_gap_lands_after_it() -> None:
+    """A duty day starting at 02:30 on the spring-forward date starts at 03:30 summer time, and
+    an instant just before that still belongs to the previous day."""
+    cal = DutyCalendar(BERLIN, dt.time(2, 30))
+    start = cal.day_start(dt.date(2026, 3, 29))
+    assert start == dt.datetime(2026, 3, 29, 3, 30, tzinfo=BERLIN)
+    assert cal.day_of(dt.datetime(2026, 3, 29, 3, 10, tzinfo=BERLIN)) == dt.date(2026, 3, 28)
+    assert cal.day_of(start) == dt.date(2026, 3, 29)
+
+
+def test_day_start_in_the_autumn_fold_is_the_first_occurrence() -> None:
+    """02:30 happens twice on the fall-back date: the day starts at the first, and the second
+    02:10 (after the start) belongs to the new day."""
+    cal = DutyCalendar(BERLIN, dt.time(2, 0))
+    start = cal.day_start(dt.date(2026, 10, 25))
+    assert start == dt.datetime(2026, 10, 25, 0, 0, tzinfo=dt.UTC)  # 02:00 summer time
+    second_pass = dt.datetime(2026, 10, 25, 1, 10, tzinfo=dt.UTC)  # 02:10 winter time
+    assert cal.day_of(second_pass) == dt.date(2026, 10, 25)
