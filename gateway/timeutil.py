@@ -48,7 +48,9 @@ def parse_instant(value: object, tz: dt.tzinfo) -> dt.datetime:
 
 
 def parse_clock(text: str) -> dt.time:
-    """Read a configuration clock time "HH:MM" (or "HH:MM:SS")."""
+    """Read a configuration clock time "HH:MM" (or "H:MM", "HH:MM:SS")."""
+    if len(text) >= 4 and text[1] == ":":
+        text = "0" + text  # "8:30" is "08:30"
     try:
         value = dt.time.fromisoformat(text)
     except ValueError as exc:

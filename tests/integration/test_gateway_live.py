@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import sqlite3
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -366,3 +368,23 @@ def test_a_flood_of_malformed_messages_is_refused_one_by_one(
     device.publish(f"{base}/reader/fd-1/scan", scan(seq=5000))
     [after] = device.wait_for(answer(gateway, "fd-1", 5000), timeout=5, what="a later answer")
     assert after.json()["ok"] is True
+
+
+def test_a_batch_that_cannot_be_stored_is_retried_not_lost(
+    gateway: Gateway, device: MqttClient
+) -> None:
+    """Prevents a failed batch (here: the store locked by another program) from being dropped:
+    the broker would not redeliver it on the same connection, so the gateway must retry it."""
+    locker = sqlite3.connect(gateway.store_path, timeout=1, isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")  # a real lock: every write of the gateway now fails
+        device.publish(gateway.topics.scan("fd-1"), scan(seq=71))
+        time.sleep(7)  # longer than the store's busy timeout (5 s): at least one batch failed
+        assert not [m for m in device.received if answer(gateway, "fd-1", 71)(m)]
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    (reply,) = device.wait_for(answer(gateway, "fd-1", 71), timeout=15, what="the answer")
+    assert reply.json()["ok"] is True
+    with store_of(gateway) as store:
+        assert store.scan_keys().count(("fd-1", 71)) == 1

@@ -44,6 +44,8 @@ def test_parse_instant_refuses(value: object) -> None:
 def test_parse_clock() -> None:
     """Clock times are local and plain."""
     assert parse_clock("08:30") == dt.time(8, 30)
+    assert parse_clock("8:30") == dt.time(8, 30)
+    assert parse_clock("18:00:30") == dt.time(18, 0, 30)
     for bad in ("8.30", "25:00", "08:30+08:00"):
         with pytest.raises(BadTime):
             parse_clock(bad)
