@@ -190,3 +190,20 @@ def test_late_delivery_finds_the_deadline_decided(tmp_path: pathlib.Path) -> Non
     rows = [(r["rule"], r["state"], r["at"]) for r in map(json.loads, result.stdout.splitlines())]
     assert ("duty.absent", "open", "2026-07-01T09:00:00-04:00") in rows
     assert ("duty.absent", "closed", "2026-07-01T09:20:00-04:00") in rows
+
+
+def test_own_scenarios_on_another_site_and_time_zone(shared_dir: pathlib.Path) -> None:
+    """The outside checker agrees on the project's own scenarios, written by hand from §5."""
+    own = pathlib.Path(__file__).parents[1] / "scenarios"
+    tool = shared_dir / "tools" / "check-scenarios"
+    folders = sorted(str(p) for p in own.iterdir() if p.is_dir())
+    assert folders
+    result = subprocess.run(
+        [sys.executable, str(tool), PG, *folders],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(folders)}/{len(folders)} scenarios exact" in result.stdout
