@@ -164,8 +164,8 @@ class Gateway:
 
     def _process(self, batch: list[Message]) -> list[Publication]:
         pubs: list[Publication] = []
-        if self._republish.is_set():
-            self._republish.clear()
+        republish = self._republish.is_set()
+        if republish:
             pubs += self._retained_state()
         confirmed = [i for i, done in self._inflight.items() if done()]
         self.store.outbox_done(confirmed)
@@ -195,6 +195,8 @@ class Gateway:
             self.store.set_meta("fired_through", mark)
             self._mark = mark
         self.store.commit()
+        if republish:
+            self._republish.clear()
         self._counters = dict(self.pipeline.counters)
         return pubs
 

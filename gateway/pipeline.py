@@ -153,7 +153,7 @@ class Pipeline:
 
     def inject(self, event: Event, at: dt.datetime) -> Outcome:
         """An event that did not come over MQTT (a swap registered on the command line)."""
-        transitions = self.engine.process(event, at)
+        transitions = self.engine.process(event, at, self.grace)
         return Outcome(self._record(transitions), transitions)
 
     def status(self) -> Publication | None:
