@@ -4,8 +4,9 @@
 happens next (`events_until(t)`), and the same seed always gives the same events. Sensors read
 a daily cycle with slow drift and noise; the faults it injects (a leak, an overheating
 transformer, a sagging generator battery, a reader going offline, a stranger's card …) are
-planned in `devices.faults` and configured with `FaultConfig`. `Publisher` runs it against a
-broker on a `SimClock`; `flood` makes valid traffic fast, for benchmarks.
+planned in `devices.faults` and configured with `FaultConfig`. `flood` makes valid traffic fast,
+for benchmarks. `devices.sim_publisher` runs a `Simulator` against a broker on a `SimClock`;
+its command line is this module's:
 
     python -m devices.simulator --config gateway/sites/zcity.yaml --broker mqtt://127.0.0.1:1883
     python -m devices.simulator --config gateway/sites/zcity.yaml --only leak,battery_sag --faults 5
@@ -13,8 +14,6 @@ broker on a `SimClock`; `flood` makes valid traffic fast, for benchmarks.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import dataclasses
 import datetime as dt
 import heapq
@@ -22,31 +21,20 @@ import itertools
 import json
 import math
 import random
-import signal
-import sys
-import threading
-import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-
 from devices.faults import FAULT_NAMES, Excursion, FaultConfig, FaultPlanner, Plan
-from gateway.config import ConfigError, Site, load_site
+from gateway.config import Site
 from gateway.config.models import Equipment, Metric, Person, Post, PostKind
-from gateway.ingest.mqtt import BrokerUrl
 from gateway.ingest.topics import Topics
-from gateway.timeutil import BadTime, iso, parse_instant
+from gateway.timeutil import iso
 
 __all__ = [
     "FAULT_NAMES",
     "FaultConfig",
-    "Publisher",
-    "SimClock",
     "SimEvent",
     "Simulator",
     "demo_start",
@@ -395,174 +383,9 @@ def flood(site: Site, n: int, seed: int = 1, start: dt.datetime = FLOOD_START) -
     return events
 
 
-class SimClock:
-    """Simulated time, frozen at `start` until `start()`, then `speed` simulated minutes per
-    real second (60: an hour a second) until `freeze()`. Monotonic; a gateway clock."""
+if __name__ == "__main__":  # the MQTT side imports this module: imported here, no cycle
+    import sys
 
-    def __init__(
-        self, start: dt.datetime, speed: float, monotonic: Callable[[], float] = time.monotonic
-    ) -> None:
-        if not speed > 0:
-            raise ValueError("speed must be above 0 simulated minutes per second")
-        self.origin, self.factor, self._mono = start.astimezone(dt.UTC), speed * 60.0, monotonic
-        self._t0: float | None = None
-        self._last, self._lock, self._frozen = self.origin, threading.Lock(), False
+    from devices.sim_publisher import main
 
-    def start(self) -> None:
-        """Let time run (a second call, or one after `freeze()`, changes nothing)."""
-        with self._lock:
-            if self._t0 is None and not self._frozen:
-                self._t0 = self._mono()
-
-    def freeze(self) -> None:
-        """Stop time where it is (a stopped simulation must not run into deadlines)."""
-        with self._lock:
-            self.origin, self._t0, self._frozen = self._now(), None, True
-
-    def __call__(self) -> dt.datetime:
-        with self._lock:
-            return self._now()
-
-    def _now(self) -> dt.datetime:
-        ran = 0.0 if self._t0 is None else (self._mono() - self._t0) * self.factor
-        self._last = max(self._last, self.origin + dt.timedelta(seconds=ran))
-        return self._last
-
-    def real_seconds_until(self, at: dt.datetime) -> float:
-        """Real seconds until the simulated instant `at` (negative once it has passed)."""
-        return (at - self()).total_seconds() / self.factor
-
-
-class Publisher:
-    """Runs a `Simulator` against a broker: one MQTT client per device, each with its last will
-    (`offline`, retained) on its status topic. A clean `close()` sends no will (MQTT)."""
-
-    MAX_TICK, MIN_TICK = 0.25, 0.005  # real seconds between looks at the clock
-
-    def __init__(self, sim: Simulator, broker: str, clock: SimClock) -> None:
-        self.sim, self.url, self.clock, self.published = sim, BrokerUrl.parse(broker), clock, 0
-        self._clients: dict[str, paho.Client] = {}
-        self._up: dict[str, threading.Event] = {}
-        self._status: dict[str, bytes] = {}  # last status sent, said again after a reconnect
-        self._last: dict[str, paho.MQTTMessageInfo] = {}  # last publication of each device
-
-    def connect(self, timeout: float = 10.0) -> None:
-        """Connect every device; raise ConnectionError if one is not connected in `timeout`."""
-        for device in sorted(self.sim.site.devices):
-            client = paho.Client(
-                callback_api_version=CallbackAPIVersion.VERSION2,
-                client_id=f"sim-{self.sim.site.id}-{device}",
-                protocol=MQTTProtocolVersion.MQTTv311,
-            )
-            client.will_set(self._status_topic(device), b"offline", qos=1, retain=True)
-            if self.url.username:
-                client.username_pw_set(self.url.username, self.url.password)
-            if self.url.tls:
-                client.tls_set()
-            self._up[device] = threading.Event()
-            client.on_connect = self._on_connect(device)
-            client.connect_async(self.url.host, self.url.port, keepalive=30)
-            client.loop_start()
-            self._clients[device] = client
-        deadline = time.monotonic() + timeout
-        if not all(up.wait(max(0.0, deadline - time.monotonic())) for up in self._up.values()):
-            self.close()
-            raise ConnectionError(f"simulated devices could not connect to {self.url}")
-
-    def _status_topic(self, device: str) -> str:
-        return f"{self.sim.topics.base}/device/{device}/status"
-
-    def _on_connect(self, device: str) -> Callable[..., None]:
-        def on_connect(client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-            if not reason.is_failure:
-                self._up[device].set()
-                status = self._status.get(device)
-                if status is not None:  # after a broker blip, the will said offline
-                    client.publish(self._status_topic(device), status, 1, True)
-
-        return on_connect
-
-    def run(self, stop: threading.Event) -> None:
-        """Publish every event when the simulated clock reaches it, until `stop` is set."""
-        self.clock.start()
-        while not stop.is_set():
-            for ev in self.sim.events_until(self.clock()):
-                if ev.kind == "status":
-                    self._status[ev.device] = ev.payload
-                info = self._clients[ev.device].publish(ev.topic, ev.payload, ev.qos, ev.retain)
-                self._last[ev.device] = info
-                self.published += 1
-            due = self.sim.next_at()
-            wait = self.MAX_TICK if due is None else self.clock.real_seconds_until(due)
-            stop.wait(min(self.MAX_TICK, max(self.MIN_TICK, wait)))
-
-    def close(self, flush_seconds: float = 2.0) -> None:
-        """Let the broker acknowledge what was sent (bounded), then disconnect every device."""
-        deadline = time.monotonic() + flush_seconds
-        for info in self._last.values():
-            with contextlib.suppress(ValueError, RuntimeError):  # never queued: nothing to wait
-                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-        for client in self._clients.values():
-            client.disconnect()
-            client.loop_stop()
-        self._clients.clear()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m devices.simulator --config FILE --broker URL --speed 60 --seed 1`."""
-    ap = argparse.ArgumentParser("python -m devices.simulator", description=__doc__.split("\n")[0])
-    ap.add_argument("--config", type=Path, required=True, help="the site file (YAML)")
-    ap.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host:port")
-    ap.add_argument("--root", default="estate", help="topic root")
-    ap.add_argument("--speed", type=float, default=1.0, help="simulated minutes per real second")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--start", help="simulated start, ISO 8601 (default: now)")
-    ap.add_argument("--seconds", type=float, default=0, help="stop after this long (0: Ctrl-C)")
-    ap.add_argument("--faults", type=float, default=1.0, help="fault rate scale (0: none)")
-    ap.add_argument(
-        "--only", help=f"comma-separated faults to inject, of: {', '.join(FAULT_NAMES)}"
-    )
-    args = ap.parse_args(argv)
-    try:
-        site = load_site(args.config)
-        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-        start = parse_instant(args.start, site.tz) if args.start else now
-        only = [n.strip() for n in (args.only or "").split(",") if n.strip()]
-        faults = (
-            FaultConfig.only(*only, scale=args.faults) if only else FaultConfig(scale=args.faults)
-        )
-        sim = Simulator(site, args.seed, start, faults, root=args.root)
-        clock = SimClock(start, args.speed)
-        publisher = Publisher(sim, args.broker, clock)
-        publisher.connect()
-    except (ConfigError, BadTime, ValueError, OSError) as exc:
-        print(f"模拟器无法启动 / simulator cannot start: {exc}", file=sys.stderr)
-        return 1
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    timer = threading.Timer(args.seconds, stop.set)
-    if args.seconds > 0:
-        timer.start()
-    print(
-        f"模拟 {site.id} 的设备 → {publisher.url}，每秒 {args.speed:g} 模拟分钟，Ctrl-C 停止。"
-        f"时间戳快于真实时钟时，网关会标记 clock_skew。\nsimulating {site.id}'s devices → "
-        f"{publisher.url} at {args.speed:g} simulated minutes per second; Ctrl-C stops. A ts "
-        "ahead of the wall clock is flagged clock_skew by a gateway on the wall clock.",
-        file=sys.stderr,
-    )
-    try:
-        publisher.run(stop)
-    finally:
-        timer.cancel()
-        publisher.close()
-    print(
-        f"已发布 {publisher.published} 条 / published {publisher.published} messages; "
-        f"simulated time {iso(clock(), site.tz)}",
-        file=sys.stderr,
-    )
-    return 0
-
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -13,7 +13,8 @@ from collections import defaultdict
 import pytest
 
 from devices.faults import FAULT_NAMES, Fault, FaultPlanner
-from devices.simulator import FaultConfig, SimClock, SimEvent, Simulator, demo_start, flood
+from devices.sim_publisher import SimClock
+from devices.simulator import FaultConfig, SimEvent, Simulator, demo_start, flood
 from gateway.config import Site, load_site
 from gateway.config.models import ENGINEERING_ROLES
 from gateway.events import Message, Reading, Scan
