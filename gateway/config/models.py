@@ -36,6 +36,17 @@ def _clock(text: str) -> str:
 Clock = Annotated[str, AfterValidator(_clock), Field(description='local clock time "HH:MM"')]
 
 
+def _zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown IANA time zone {value!r} (e.g. Asia/Shanghai)") from exc
+    return value
+
+
+TimeZoneName = Annotated[str, AfterValidator(_zone), Field(description="an IANA time zone")]
+
+
 class Role(StrEnum):
     """Roles of the domain page."""
 
@@ -79,17 +90,8 @@ class _Strict(BaseModel):
 class SiteInfo(_Strict):
     id: Id = Field(description="site id, used in every topic")
     name: str = Field(description="the name people read, e.g. Z城物业项目")
-    timezone: str = Field("Asia/Shanghai", description="IANA time zone of every clock time")
+    timezone: TimeZoneName = Field("Asia/Shanghai", description="IANA zone of every clock time")
     locale: Literal["zh-CN", "en"] = Field("zh-CN", description="language of messages")
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown IANA time zone {value!r} (e.g. Asia/Shanghai)") from exc
-        return value
 
     @property
     def tz(self) -> ZoneInfo:
