@@ -141,8 +141,12 @@ def run(
 @app.command()
 def demo(
     port: Annotated[
-        int, typer.Option(help="embedded broker port on 127.0.0.1 (0: any free)")
-    ] = 1883,
+        int | None,
+        typer.Option(
+            help="embedded broker port on 127.0.0.1 (0: any free; default 1883, or a free one "
+            "if 1883 is taken)"
+        ),
+    ] = None,
     data: Annotated[
         pathlib.Path | None, typer.Option(help="store directory (default: a fresh temp dir)")
     ] = None,

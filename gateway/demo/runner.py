@@ -45,6 +45,7 @@ from gateway.ingest.mqtt import BrokerUrl
 
 DEMO_SITE = Path(gateway.__file__).parent / "sites" / "zcity.yaml"
 SEED = 1
+DEFAULT_PORT = 1883  # MQTT's own port, so `mosquitto_sub` works without -p
 ROOT = "estate"
 LIVE_EVERY_SECONDS = 3.0  # the live line and the plant-room values
 TRANSITIONS_EVERY_SECONDS = 0.5  # looks for new alert transitions in the store
@@ -55,9 +56,10 @@ FIRST_FAULTS_WITHIN_MINUTES = 90.0
 
 
 def run_demo(
-    port: int, data: Path | None, speed: float, seconds: float, faults_scale: float = 1.0
+    port: int | None, data: Path | None, speed: float, seconds: float, faults_scale: float = 1.0
 ) -> int:
     """Run the demo until Ctrl-C / SIGTERM, or for `seconds` (> 0); return the exit code.
+    `port` None means 1883, or a free port if 1883 is taken (`make run` must always work);
     `faults_scale` multiplies the rate of every injected fault (0: none)."""
     out, err = (
         Console(highlight=False, soft_wrap=True),
@@ -77,12 +79,19 @@ def run_demo(
     stop = threading.Event()
     restore = _stop_on_signals(stop)
     try:
-        broker = EmbeddedBroker(port)
+        broker = EmbeddedBroker(DEFAULT_PORT if port is None else port)
         try:
             broker.start()
         except EmbeddedBrokerError as exc:
-            _broker_failed(err, port, exc)
-            return 1
+            if port is not None or not _port_taken(exc):
+                _broker_failed(err, DEFAULT_PORT if port is None else port, exc)
+                return 1
+            broker = EmbeddedBroker(0)
+            broker.start()
+            err.print(
+                f"端口 {DEFAULT_PORT} 已被占用（Mosquitto？），演示改用 {broker.port}。 / "
+                f"Port {DEFAULT_PORT} is taken (Mosquitto?); the demo uses {broker.port}."
+            )
         try:
             store_dir = Path(tempfile.mkdtemp(prefix="patrol-demo-")) if data is None else data
             faults = FaultConfig(
@@ -96,9 +105,13 @@ def run_demo(
         restore()
 
 
-def _broker_failed(err: Console, port: int, exc: EmbeddedBrokerError) -> None:
+def _port_taken(exc: EmbeddedBrokerError) -> bool:
     cause = exc.__cause__
-    if isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
+    return isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE
+
+
+def _broker_failed(err: Console, port: int, exc: EmbeddedBrokerError) -> None:
+    if _port_taken(exc):
         err.print(
             f"[bold red]端口 {port} 已被占用[/]（也许已有 Mosquitto 等 MQTT 代理在运行）。"
             "请用 --port 换一个端口，或用 [bold]--port 0[/] 自动选择空闲端口。\n"

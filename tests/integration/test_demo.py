@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -75,3 +76,29 @@ PLANT = {  # equipment name → what its plant-room line shows
     "1号冷水机组": [r"supply_temp_c \d+(\.\d)?°C", r"leak (true|false)"],
     "1号柴油发电机": [r"battery_v \d+(\.\d)? V", r"fuel_pct \d+(\.\d)?%", r"ready (true|false)"],
 }
+
+
+def test_demo_moves_off_a_taken_default_port(tmp_path: Path) -> None:
+    """`make run` must work when Mosquitto (installed by `make test`) already holds 1883."""
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            holder.bind(("127.0.0.1", 1883))
+        except OSError:
+            pass  # something already holds 1883: the situation under test
+        else:
+            holder.listen()
+        result = subprocess.run(
+            [_cli(), "demo", "--seconds", "3", "--speed", "30", "--data", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            timeout=60,
+            check=False,
+        )
+    finally:
+        holder.close()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Port 1883 is taken" in result.stderr
+    assert "mqtt://127.0.0.1:1883" not in result.stdout
