@@ -32,6 +32,17 @@ def _load(path: pathlib.Path) -> Site:
         raise typer.Exit(1) from None
 
 
+def _instant(option: str, text: str, site: Site) -> dt.datetime:
+    """An instant given on the command line (naive times are site-local), or exit 2."""
+    from gateway.timeutil import BadTime, parse_instant
+
+    try:
+        return parse_instant(text, site.tz)
+    except BadTime as exc:
+        typer.echo(f"{option}: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command("check-config")
 def check_config(path: Annotated[pathlib.Path, typer.Argument(help="the site file")]) -> None:
     """校验站点配置 · Validate a site file; exit 0, or 1 listing every error."""
@@ -59,16 +70,9 @@ def replay(
     from gateway.replay import ReplayError, read_events, write_transition
     from gateway.replay import replay as run_replay
     from gateway.store.sqlite import SqliteStore
-    from gateway.timeutil import BadTime, parse_instant
 
     site = _load(config)
-    end: dt.datetime | None = None
-    if until is not None:
-        try:
-            end = parse_instant(until, site.tz)
-        except BadTime as exc:
-            typer.echo(f"--until: {exc}", err=True)
-            raise typer.Exit(2) from None
+    end = None if until is None else _instant("--until", until, site)
     try:
         handle = sys.stdin if events == "-" else open(events, encoding="utf-8")  # noqa: SIM115
     except OSError as exc:
@@ -121,18 +125,13 @@ def run(
 
     from gateway.app import run_gateway
     from gateway.clock import ScaledClock, wall_clock
-    from gateway.timeutil import BadTime, parse_instant
 
     site = _load(config)
     clock = wall_clock
     if clock_start is not None:
         # A testing aid (docs/architecture.md): simulated time from clock_start at the real
         # instant clock_anchor, running clock_speed times as fast as real time.
-        try:
-            start = parse_instant(clock_start, site.tz)
-        except BadTime as exc:
-            typer.echo(f"--clock-start: {exc}", err=True)
-            raise typer.Exit(2) from None
+        start = _instant("--clock-start", clock_start, site)
         anchor = time.time() if clock_anchor is None else clock_anchor
         clock = ScaledClock(start, clock_speed, anchor)
     raise typer.Exit(run_gateway(site, broker, data, root, clock))

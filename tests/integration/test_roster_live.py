@@ -5,13 +5,19 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from gateway.cli import app
 from gateway.config import load_site
 from tests.support.gateway import ZCITY, running_gateway, unique_root
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import MqttClient
+
+
+def swap(data: Path, date: str, manager: str) -> Result:
+    """`patrol-gateway roster swap` on the example site."""
+    args = ["--config", str(ZCITY), "--data", str(data), "--date", date, "--manager", manager]
+    return CliRunner().invoke(app, ["roster", "swap", *args])
 
 
 def test_swap_registered_while_running_takes_effect_at_once(
@@ -35,21 +41,7 @@ def test_swap_registered_while_running_takes_effect_at_once(
         first = watcher.wait_for(lambda m: m.topic.endswith("patrol/status"), what="a status")
         assert first[-1].json()["duty_manager"]["id"] == rostered
 
-        result = CliRunner().invoke(
-            app,
-            [
-                "roster",
-                "swap",
-                "--config",
-                str(ZCITY),
-                "--data",
-                str(data),
-                "--date",
-                today.isoformat(),
-                "--manager",
-                stand_in,
-            ],
-        )
+        result = swap(data, today.isoformat(), stand_in)
         assert result.exit_code == 0, result.output
         assert "duty.unregistered_swap" in result.stderr  # the duty day has already started
 
@@ -77,20 +69,6 @@ def test_swap_registered_while_running_takes_effect_at_once(
 
 def test_swap_refuses_a_person_without_the_role(tmp_path: Path) -> None:
     """Only a duty manager can take a duty (roles on the domain page)."""
-    result = CliRunner().invoke(
-        app,
-        [
-            "roster",
-            "swap",
-            "--config",
-            str(ZCITY),
-            "--data",
-            str(tmp_path),
-            "--date",
-            "2026-12-01",
-            "--manager",
-            "guo-jun",
-        ],
-    )
+    result = swap(tmp_path, "2026-12-01", "guo-jun")
     assert result.exit_code == 1 and "duty_manager" in result.stderr
     assert not (tmp_path / "zcity.sqlite").exists()
