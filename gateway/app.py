@@ -1,30 +1,39 @@
-"""The composition root of `patrol-gateway run`: site, store, MQTT link, pipeline, worker.
+"""The composition root of `patrol-gateway run`: site, store, MQTT link, worker, forwarders.
 
-The worker thread owns the store and the engine. It takes a batch from the inbox, runs each
-message through the pipeline, commits, and only then acknowledges the batch to the broker and
-publishes the scan answers and alerts the batch produced.
+The worker thread is the single writer: it takes a batch of messages from the inbox and the
+commands submitted since, runs them through `gateway.worker.Worker` (store, rules, commit) and
+only then acknowledges the batch and answers. Alert records leave through the MQTT forwarder,
+which reads them from the store after commit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import logging
+import os
 import pathlib
 import queue
 import signal
-import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from types import FrameType
 
+from gateway import console
 from gateway.clock import ScaledClock, wall_clock
+from gateway.commands import Command
 from gateway.config.site import Site
 from gateway.events import Message
+from gateway.forward import MqttAlerts
 from gateway.ingest.mqtt import BrokerUrl, MqttLink
+from gateway.ingest.render import Renderer
 from gateway.ingest.topics import Topics
-from gateway.pipeline import Pipeline, Publication
-from gateway.store.sqlite import SqliteStore
+from gateway.pipeline import CommandOutcome, Pipeline
+from gateway.store.sqlite import SqliteStore, store_file
+from gateway.worker import StoreUnavailable, Submitted, Worker
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +45,12 @@ BATCH_MAX = 500
 # is still in flight counts as on time (§5); the alert still carries the deadline instant.
 DEADLINE_GRACE = dt.timedelta(seconds=2)
 IDLE_WAIT_SECONDS = 0.25
+STORE_RETRY_FIRST = 1.0
+STORE_RETRY_MAX = 60.0
+HEARTBEAT_SECONDS = 5.0
+SUMMARY_SECONDS = 60.0
+# Wakes the worker for a submitted command; never stored, never acknowledged.
+_WAKE = Message("", b"", dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
 
 
 class Gateway:
@@ -50,24 +65,25 @@ class Gateway:
         clock: Clock = wall_clock,
         client_id: str | None = None,
         grace: dt.timedelta = DEADLINE_GRACE,
+        site_file: pathlib.Path | None = None,
     ) -> None:
         self.site = site
         self.topics = Topics(root, site.id)
         self.clock = clock
         self.grace = grace  # in clock time: a fast demo clock needs a larger one
-        self.store_path = data / f"{site.id}.sqlite"
+        self.store_path = store_file(data, site.id)
         self.store = SqliteStore(self.store_path)
         started = self.store.meta("first_started_at")
         if started is None:
             started = clock().isoformat()
             self.store.set_meta("first_started_at", started)
-            self.store.commit()
+        # The store knows its site, so commands on --data need no --config (§7).
+        self.store.set_meta("site_id", site.id)
+        if site_file is not None:
+            self.store.set_meta("site_file", str(site_file.resolve()))
+            self.store.set_meta("site_yaml", site_file.read_text(encoding="utf-8"))
+        self.store.commit()
         self._start = dt.datetime.fromisoformat(started)
-        # The last swap the rules have seen; later ones (registered on the command line while
-        # the gateway was down, say) are fed in live with the first batch.
-        self._swap_id = int(self.store.meta("swaps_through") or 0)
-        self.pipeline = self._new_pipeline()
-        self._republish = threading.Event()
         self.inbox: queue.Queue[Message] = queue.Queue(maxsize=INBOX_SIZE)
         self.link = MqttLink(
             broker,
@@ -79,42 +95,114 @@ class Gateway:
             on_connected=self._on_connected,
             ignore=self.topics.is_own,
         )
+        render = Renderer(self.topics, site.tz)
+        self.alerts_out = MqttAlerts(
+            self.store_path, self.link, render, connected=self.link.connected.is_set
+        )
+        self.forwarders = [self.alerts_out]
+        self.worker = Worker(
+            site,
+            self.store,
+            self.link,
+            self.topics,
+            clock,
+            self._start,
+            grace,
+            on_commit=self._wake_forwarders,
+        )
+        self._submitted: deque[Submitted] = deque()
+        self._republish = threading.Event()
         self._stopping = threading.Event()
-        self._worker = threading.Thread(target=self._work, name="gateway-worker", daemon=True)
-        self.dropped_publications = 0
-        self._counters: dict[str, int] = {}  # a copy made by the worker: safe to read anywhere
-        # Alert publications in flight: outbox id → "confirmed by the broker?".
-        self._inflight: dict[int, Callable[[], bool]] = {}
-        self._resend = True  # publish what a previous run left in the outbox
-        self._mark = ""  # the fired-through mark last written
+        self._thread = threading.Thread(target=self._work, name="gateway-worker", daemon=True)
+        self.failure: BaseException | None = None
+        self.store_failing = False
+        self._last_heartbeat = 0.0
+        self._counters: dict[str, int] = {}
+        self.site_file = site_file
+        self._pending_site: tuple[Site, str] | None = None
+        self._reload_outcome: dict[str, object] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the worker and connect to the broker."""
-        self._worker.start()
+        """Start the worker and the forwarders, and connect to the broker."""
+        self._thread.start()
+        for forwarder in self.forwarders:
+            forwarder.start()
         self.link.start()
 
     def stop(self, drain_seconds: float = 5.0) -> None:
         """Finish what is queued (bounded), commit, acknowledge, say offline, disconnect."""
         deadline = time.monotonic() + drain_seconds
-        while not self.inbox.empty() and time.monotonic() < deadline:
+        while not self.inbox.empty() and time.monotonic() < deadline and self.alive():
             time.sleep(0.05)
         self._stopping.set()
-        self._worker.join(timeout=drain_seconds + 5)
+        self._thread.join(timeout=drain_seconds + 5)
+        for forwarder in self.forwarders:
+            forwarder.stop()
         self.link.stop()
-        if self._worker.is_alive():
+        if self._thread.is_alive():
             log.error("工作线程未停止 / the worker did not stop; the store is left open")
         else:
             self.store.close()
+
+    def alive(self) -> bool:
+        """False once the worker thread has died (the process should exit and be restarted)."""
+        return self.failure is None and (self._thread.is_alive() or not self._thread.ident)
+
+    def submit(self, command: Command) -> Submitted:
+        """Hand a command to the single writer; `.wait()` on the result gives its outcome."""
+        item = Submitted(command)
+        self._submitted.append(item)
+        # A full inbox means a busy worker: it takes the command with its next batch anyway.
+        with contextlib.suppress(queue.Full):
+            self.inbox.put_nowait(_WAKE)
+        return item
+
+    def submit_and_wait(self, command: Command, timeout: float = 10.0) -> CommandOutcome | None:
+        """Submit and wait for the outcome (None if the worker did not get to it in time)."""
+        return self.submit(command).wait(timeout)
 
     @property
     def counters(self) -> dict[str, int]:
         """What the pipeline counted (as of the last batch), plus drops at the edges."""
         out = dict(self._counters)
         out["dropped_qos0"] = self.link.dropped_qos0
-        out["dropped_publications"] = self.dropped_publications
+        out.update(self.worker.counters)
+        for forwarder in self.forwarders:
+            for key, value in forwarder.counters.items():
+                out[f"{forwarder.cursor_name}_{key}"] = value
         return out
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The worker's pipeline (for displays; only the worker thread may change it)."""
+        return self.worker.pipeline
+
+    def reload(self) -> None:
+        """Re-read the site file (SIGHUP, `patrol-gateway reload`): validated first, refused whole
+        if bad, applied between batches if good; the outcome is logged and kept in the store."""
+        from gateway.config import ConfigError, load_site
+
+        path = self.site_file
+        if path is None:
+            self._reload_result(False, "没有站点文件 / this gateway was not started from a file")
+            return
+        try:
+            site = load_site(path)
+        except ConfigError as exc:
+            self._reload_result(False, f"站点文件有误，未重新加载 / not reloaded:\n{exc}")
+            return
+        if site.id != self.site.id:
+            self._reload_result(
+                False, f"站点 id 不能改变 / the site id cannot change ({self.site.id} → {site.id})"
+            )
+            return
+        self._pending_site = (site, path.read_text(encoding="utf-8"))
+
+    def _reload_result(self, ok: bool, message: str) -> None:
+        (log.info if ok else log.error)("重新加载 / reload: %s", message)
+        self._reload_outcome = {"ok": ok, "message": message, "at": time.time()}
 
     # -- worker ------------------------------------------------------------------------------
 
@@ -122,130 +210,163 @@ class Gateway:
         # A broker that lost our session has probably lost its retained alerts too.
         if not session_present:
             self._republish.set()
+            self.alerts_out.republish()
+
+    def _wake_forwarders(self) -> None:
+        for forwarder in self.forwarders:
+            forwarder.wake()
 
     def _work(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # the process must not stay up wedged: run() exits
+            self.failure = exc
+            log.critical("工作线程已终止 / the worker thread died", exc_info=exc)
+
+    def _loop(self) -> None:
         retry: list[Message] = []
+        commands: list[Submitted] = []
+        backoff = STORE_RETRY_FIRST
         while not self._stopping.is_set():
+            if self.store_failing:
+                try:
+                    self.store.probe()
+                except Exception:
+                    self._stopping.wait(backoff)
+                    backoff = min(backoff * 2, STORE_RETRY_MAX)
+                    continue
+                log.info("存储恢复 / the store works again; resuming")
+                self.store_failing = False
+                backoff = STORE_RETRY_FIRST
+                self.worker.recover()
+            if self._pending_site is not None:
+                self._apply_site(*self._pending_site)
+                self._pending_site = None
             batch = retry or self._take_batch()
+            commands = commands or self._take_commands()
+            if self._republish.is_set():
+                self._republish.clear()
+                self.worker.republish()
             try:
-                pubs = self._process(batch)
-            except Exception:  # the worker must outlive any one batch
-                # Nothing of the batch is acknowledged, and the broker only redelivers after a
-                # reconnect: keep the batch and try it again once the rules are rebuilt from
-                # what the store has. Meanwhile the inbox fills and holds the broker back.
-                log.exception("批处理失败，稍后重试 / a batch failed; retrying it in 1 s")
-                self._recover()
-                retry = batch
-                self._stopping.wait(1)
+                self.worker.step(batch, commands)
+            except StoreUnavailable as exc:
+                # Nothing of the rest is acknowledged, and the broker only redelivers after a
+                # reconnect: keep it and try again once the store takes a write. Meanwhile the
+                # inbox fills and holds the broker back.
+                log.error(
+                    "存储失败，暂停并重试 / the store failed (%s): holding %d messages, retrying "
+                    "with backoff",
+                    exc.cause,
+                    len(exc.remaining),
+                )
+                self.store_failing = True
+                retry = exc.remaining
                 continue
-            retry = []
-            for msg in batch:
-                self.link.ack(msg)
-            self._publish(pubs)
+            retry, commands = [], []
+            self._counters = dict(self.worker.pipeline.counters)
+            self._heartbeat()
+
+    def _apply_site(self, site: Site, text: str) -> None:
+        changes = site_changes(self.site, site)
+        self.site = site
+        self.worker.replace_site(site)
+        self.store.set_meta("site_yaml", text)
+        self.store.commit()
+        self._reload_result(True, f"已重新加载 / reloaded: {changes or 'no change'}")
+
+    def _take_commands(self) -> list[Submitted]:
+        out = []
+        while self._submitted:
+            out.append(self._submitted.popleft())
+        return out
 
     def _take_batch(self) -> list[Message]:
         timeout = IDLE_WAIT_SECONDS
-        due = self.pipeline.engine.next_deadline()
+        due = self.worker.pipeline.engine.next_deadline()
         if due is not None:
             # Clock seconds; with an accelerated clock this waits too long, but IDLE_WAIT caps it
             # and every alert still carries its exact deadline instant.
             wait = (due + self.grace - self.clock()).total_seconds()
             timeout = max(0.0, min(timeout, wait))
+        batch: list[Message] = []
         try:
-            batch = [self.inbox.get(timeout=timeout)]
+            first = self.inbox.get(timeout=timeout)
         except queue.Empty:
-            return []
+            return batch
+        if first is not _WAKE:
+            batch.append(first)
         while len(batch) < BATCH_MAX:
             try:
-                batch.append(self.inbox.get_nowait())
+                msg = self.inbox.get_nowait()
             except queue.Empty:
                 break
+            if msg is not _WAKE:
+                batch.append(msg)
         return batch
 
-    def _process(self, batch: list[Message]) -> list[Publication]:
-        pubs: list[Publication] = []
-        republish = self._republish.is_set()
-        if republish:
-            pubs += self._retained_state()
-        confirmed = [i for i, done in self._inflight.items() if done()]
-        self.store.outbox_done(confirmed)
-        for i in confirmed:
-            del self._inflight[i]
-        if self._resend:
-            self._resend = False
-            pubs += [
-                Publication(topic, payload, qos, retain, i)
-                for i, topic, payload, qos, retain in self.store.outbox()
-                if i not in self._inflight
-            ]
-        for swap_id, swap in self.store.swaps_after(self._swap_id):
-            # Registered by `patrol-gateway roster swap` (another process) on this store;
-            # before the batch, so its messages are judged with the new roster.
-            pubs += self.pipeline.inject(swap, swap.time).publications
-            self._swap_id = swap_id
-            self.store.set_meta("swaps_through", str(swap_id))
-        for msg in batch:
-            pubs += self.pipeline.handle(msg).publications
-        pubs += self.pipeline.tick(self.clock() - self.grace).publications
-        status = self.pipeline.status()
-        if status is not None:
-            pubs.append(status)
-        mark = self.pipeline.mark()
-        if mark != self._mark:
-            self.store.set_meta("fired_through", mark)
-            self._mark = mark
+    def _heartbeat(self) -> None:
+        """Every few seconds, say in the store that this process runs and how (`health`)."""
+        now = time.time()
+        if now - self._last_heartbeat < HEARTBEAT_SECONDS:
+            return
+        self._last_heartbeat = now
+        beat: dict[str, object] = {
+            "pid": os.getpid(),
+            "at": now,
+            "connected": self.link.connected.is_set(),
+            "reload": self._reload_outcome,
+        }
+        self.store.set_meta("heartbeat", json.dumps(beat))
         self.store.commit()
-        if republish:
-            self._republish.clear()
-        self._counters = dict(self.pipeline.counters)
-        return pubs
 
-    def _new_pipeline(self) -> Pipeline:
-        """A pipeline whose rules are rebuilt from the store up to the last committed clock."""
-        pipeline = Pipeline(
-            self.site, self.topics, self.store, self._start, live=True, grace=self.grace
-        )
-        mark = self.store.meta("fired_through")
-        count = pipeline.restore(mark, self._swap_id)
-        if count:
-            log.info("已从存储恢复 / restored from the store: %d events up to %s", count, mark)
-        return pipeline
 
-    def _recover(self) -> None:
-        """Forget the failed batch everywhere: the store rolls back, the rules restart from it."""
-        try:
-            self.store.rollback()
-            self._mark = ""
-            self._swap_id = int(self.store.meta("swaps_through") or 0)
-            self._inflight.clear()  # confirmations were rolled back: send the outbox again
-            self._resend = True
-            self.pipeline = self._new_pipeline()
-        except sqlite3.Error:
-            log.exception("回滚失败 / rollback failed")
+def site_changes(old: Site, new: Site) -> str:
+    """What a reload changes, as one line: `people +li-na −wang-fang; readers +gr-9`."""
+    parts = []
+    for name, before, after in (
+        ("people", old.people, new.people),
+        ("posts", old.posts, new.posts),
+        ("readers", old.reader_post, new.reader_post),
+        ("equipment", old.equipment, new.equipment),
+    ):
+        added = sorted(set(after) - set(before))
+        removed = sorted(set(before) - set(after))
+        changed = sorted(k for k in set(before) & set(after) if before[k] != after[k])
+        words = [f"+{k}" for k in added] + [f"-{k}" for k in removed] + [f"~{k}" for k in changed]
+        if words:
+            parts.append(f"{name} {' '.join(words)}")
+    if old.config.roster != new.config.roster:
+        parts.append("roster changed")
+    if old.config.duty != new.config.duty:
+        parts.append("duty settings changed")
+    return "; ".join(parts)
 
-    def _retained_state(self) -> list[Publication]:
-        """After connecting to a broker that lost our session: every open alert again."""
-        self.pipeline.forget_status()
-        return [self.pipeline.alert_publication(a) for a in self.pipeline.book.all_open()]
 
-    def _publish(self, pubs: list[Publication]) -> None:
-        for p in pubs:
-            if p.outbox_id is not None and self._resend:
-                continue  # an earlier one was refused: keep the outbox's order, send it later
-            confirmed = self.link.publish(p.topic, p.payload, p.qos, p.retain)
-            if p.outbox_id is None:
-                if confirmed is None:
-                    self.dropped_publications += 1
-            elif confirmed is None:
-                self._resend = True  # still in the outbox: tried again with the next batch
-            else:
-                self._inflight[p.outbox_id] = confirmed
+class _StopFlag:
+    """Set by a signal handler. A handler must take no lock (a second Ctrl-C arriving while the
+    first is inside `Event.set()` deadlocks on the event's lock), so it only sets attributes
+    that the main loop polls."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.reload = False
+
+    def on_stop(self, _sig: int, _frame: FrameType | None) -> None:
+        self.stop = True
+
+    def on_reload(self, _sig: int, _frame: FrameType | None) -> None:
+        self.reload = True
 
 
 def run_gateway(
-    site: Site, broker: str, data: pathlib.Path, root: str, clock: Clock = wall_clock
+    site: Site,
+    broker: str,
+    data: pathlib.Path,
+    root: str,
+    clock: Clock = wall_clock,
+    site_file: pathlib.Path | None = None,
 ) -> int:
-    """Run until SIGINT/SIGTERM; return the exit code."""
+    """Run until SIGINT/SIGTERM; return the exit code (70 if the worker died)."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -256,14 +377,12 @@ def run_gateway(
         return 2
     # The grace is two real seconds; under a scaled clock that is more clock time.
     grace = DEADLINE_GRACE * (clock.speed if isinstance(clock, ScaledClock) else 1.0)
-    gateway = Gateway(site, url, data, root, clock=clock, grace=grace)
-    stop = threading.Event()
-
-    def _signal(_sig: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _signal)
-    signal.signal(signal.SIGINT, _signal)
+    gateway = Gateway(site, url, data, root, clock=clock, grace=grace, site_file=site_file)
+    flag = _StopFlag()
+    signal.signal(signal.SIGTERM, flag.on_stop)
+    signal.signal(signal.SIGINT, flag.on_stop)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, flag.on_reload)
     gateway.start()
     log.info(
         "巡检网关运行中 / Patrol Gateway running: site %s (%s), broker %s, store %s, topics %s/#",
@@ -273,7 +392,22 @@ def run_gateway(
         gateway.store_path,
         gateway.topics.base,
     )
-    stop.wait()
-    log.info("正在停止 / stopping: %s", gateway.counters)
+    last_summary = time.monotonic()
+    while not flag.stop and gateway.alive():
+        time.sleep(0.2)
+        if flag.reload:
+            flag.reload = False
+            gateway.reload()
+        if time.monotonic() - last_summary >= SUMMARY_SECONDS:
+            last_summary = time.monotonic()
+            log.info("%s", console.summary(gateway.counters))
+    if not gateway.alive():
+        log.critical(
+            "工作线程已终止，退出以便重启 / the worker died: exiting so a supervisor restarts us"
+        )
+        gateway.link.stop()
+        return 70
+    log.info("正在停止 / stopping")
     gateway.stop()
+    log.info("已停止 / stopped: %s", console.summary(gateway.counters))
     return 0

@@ -11,6 +11,15 @@ from typing import Annotated
 
 import typer
 
+from gateway.cli_ops import (
+    DataOpt,
+    alert_app,
+    health_command,
+    incident_app,
+    open_store,
+    reload_command,
+    send,
+)
 from gateway.config import ConfigError, Site, load_site
 
 app = typer.Typer(
@@ -67,7 +76,7 @@ def replay(
     ] = None,
 ) -> None:
     """回放 · Replay recorded traffic; print every alert transition as JSON lines."""
-    from gateway.replay import ReplayError, read_events, write_transition
+    from gateway.replay import ReplayError, ReplayNote, read_events, write_transition
     from gateway.replay import replay as run_replay
     from gateway.store.sqlite import SqliteStore
 
@@ -80,12 +89,19 @@ def replay(
         raise typer.Exit(2) from None
     db = SqliteStore(store) if store is not None else None
     stats: Counter[str] = Counter()
+    notes: list[ReplayNote] = []
+    shown = 0
     try:
         with handle:
-            for transition in run_replay(site, read_events(handle, site.tz), root, end, db, stats):
-                if transition.is_state_change:
-                    write_transition(sys.stdout, transition, site.tz)
-                    stats["transitions"] += 1
+            lines = read_events(handle, site.tz)
+            for transition in run_replay(site, lines, root, end, db, stats, notes):
+                write_transition(sys.stdout, transition, site.tz)
+                stats["transitions"] += 1
+                for note in notes[shown:]:
+                    typer.echo(f"{events}:{note.line}: {note.text}", err=True)
+                shown = len(notes)
+        for note in notes[shown:]:
+            typer.echo(f"{events}:{note.line}: {note.text}", err=True)
         refused = ", ".join(
             f"{k.removeprefix('rejected_')} {v}"
             for k, v in sorted(stats.items())
@@ -94,7 +110,8 @@ def replay(
         typer.echo(
             f"回放完成 / replayed: {stats['received']} messages, {stats['transitions']} "
             f"transitions, {stats['rejected']} refused{f' ({refused})' if refused else ''}, "
-            f"{stats['duplicates']} duplicates",
+            f"{stats['duplicates']} duplicates, {stats['skipped_lines']} lines skipped, "
+            f"{stats['commands']} commands ({stats['commands_refused']} refused)",
             err=True,
         )
     except ReplayError as exc:
@@ -134,7 +151,7 @@ def run(
         start = _instant("--clock-start", clock_start, site)
         anchor = time.time() if clock_anchor is None else clock_anchor
         clock = ScaledClock(start, clock_speed, anchor)
-    raise typer.Exit(run_gateway(site, broker, data, root, clock))
+    raise typer.Exit(run_gateway(site, broker, data, root, clock, site_file=config))
 
 
 @app.command()
@@ -166,17 +183,31 @@ def demo(
 
 
 roster_app = typer.Typer(
-    no_args_is_help=True, help="轮值表 · The duty roster: show it, register swaps."
+    no_args_is_help=True, help="轮值表 · The duty roster: show it, register or cancel swaps."
 )
 app.add_typer(roster_app, name="roster")
+app.add_typer(alert_app, name="alert")
+app.add_typer(incident_app, name="incident")
+app.command("reload")(reload_command)
+app.command("health")(health_command)
 
-DataOpt = Annotated[
-    pathlib.Path, typer.Option(envvar="PATROL_DATA", help="the gateway's store directory")
+CreateOpt = Annotated[
+    bool, typer.Option("--create", help="在 --data 下新建存储 / start a new store under --data")
 ]
 
 
-def _store_path(site: Site, data: pathlib.Path) -> pathlib.Path:
-    return data / f"{site.id}.sqlite"
+def _roster_store(config: pathlib.Path, data: pathlib.Path, create: bool) -> None:
+    """Refuse a --data without a store (a mistyped path) unless told to create one."""
+    site = _load(config)
+    opened = open_store(data, create=create, site=site)
+    try:
+        if not opened.store.meta("site_yaml"):
+            opened.store.set_meta("site_id", site.id)
+            opened.store.set_meta("site_file", str(config.resolve()))
+            opened.store.set_meta("site_yaml", config.read_text(encoding="utf-8"))
+            opened.store.commit()
+    finally:
+        opened.store.close()
 
 
 @roster_app.command("swap")
@@ -184,36 +215,40 @@ def roster_swap(
     config: ConfigOpt,
     date: Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"], help="the duty day covered")],
     manager: Annotated[str, typer.Option(help="the person id who takes the duty")],
+    by: Annotated[str, typer.Option(help="登记人 / who registers it (admin)")] = "admin",
     data: DataOpt = pathlib.Path("./data"),
+    create: CreateOpt = False,
 ) -> None:
     """登记替班 · Register a swap now; a running gateway on the same --data applies it at once."""
-    from gateway.config.models import Role
-    from gateway.store.sqlite import SqliteStore
-    from gateway.timeutil import iso
-
     site = _load(config)
-    if not site.has_role(manager, [Role.duty_manager]):
-        typer.echo(
-            f"{manager!r} 不是值班经理 / is not a person with the duty_manager role in {config}",
-            err=True,
-        )
-        raise typer.Exit(1)
+    _roster_store(config, data, create)
     day = date.date()
-    now = dt.datetime.now(dt.UTC)  # the command line is a composition root: it may read the clock
-    store = SqliteStore(_store_path(site, data))
-    try:
-        store.add_swap(day, manager, now)
-        store.commit()
-    finally:
-        store.close()
-    name = site.people[manager].name
-    typer.echo(f"已登记替班 / swap registered: {day} → {name} ({manager}) at {iso(now, site.tz)}")
-    if now > site.calendar.day_start(day):
+    actor = by if by in site.people else manager
+    result = send(
+        data, {"action": "swap.register", "by": actor, "date": day.isoformat(), "manager": manager}
+    )
+    if result and dt.datetime.now(dt.UTC) > site.calendar.day_start(day):
         typer.echo(
             "注意：当值日已开始，将记录 duty.unregistered_swap / note: the duty day has started, "
             "so this is recorded as duty.unregistered_swap (4.4: register swaps beforehand)",
             err=True,
         )
+
+
+@roster_app.command("cancel")
+def roster_cancel(
+    config: ConfigOpt,
+    date: Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"], help="the duty day")],
+    by: Annotated[str, typer.Option(help="撤销人 / who cancels it")] = "admin",
+    data: DataOpt = pathlib.Path("./data"),
+) -> None:
+    """撤销替班 · Cancel a swap before its duty day starts; the roster's person is on duty."""
+    site = _load(config)
+    _roster_store(config, data, False)
+    day = date.date()
+    rostered = site.rostered_manager(day)
+    actor = by if by in site.people else (rostered or by)
+    send(data, {"action": "swap.cancel", "by": actor, "date": day.isoformat()})
 
 
 @roster_app.command("show")
@@ -228,8 +263,10 @@ def roster_show(
     from rich.console import Console
     from rich.table import Table
 
+    from gateway.events import SwapRegistered
+    from gateway.pipeline import command_event
     from gateway.roster import Roster, Swap
-    from gateway.store.sqlite import SqliteStore
+    from gateway.store.sqlite import SqliteStore, store_file
     from gateway.timeutil import iso
 
     site = _load(config)
@@ -248,11 +285,13 @@ def roster_show(
         typer.echo(f"--week {week!r}: write an ISO week like 2026-W48", err=True)
         raise typer.Exit(2) from None
     roster = Roster(site)
-    path = _store_path(site, data)
+    path = store_file(data, site.id)
     if path.exists():
         store = SqliteStore(path)
-        for _, registered in store.swaps_after(0):
-            roster.add(Swap.live(registered))
+        for row in store.applied_commands(("swap.register", "swap.cancel"), now):
+            event = command_event(row, site)
+            if isinstance(event, SwapRegistered):
+                roster.add(Swap.live(event))
         store.close()
     table = Table(title=f"{site.name} 轮值表 / roster {year}-W{number:02d}")
     for column in ("日期 date", "星期 day", "值班经理 duty manager", "替班 swap"):

@@ -6,13 +6,14 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Literal
 
-Method = Literal["nfc", "qr"]
+Method = Literal["nfc", "qr", "manual"]  # manual: a sign-off entered by hand (§10)
 DeviceState = Literal["online", "offline"]
 
 # Scan flags (contract §5, last paragraph): counted, stored, shown; never a refusal.
 CLOCK_SKEW = "clock_skew"
 DUPLICATE_TAP = "duplicate_tap"
 IMPOSSIBLE_TRAVEL = "impossible_travel"
+SEQ_RESET = "seq_reset"
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Scan:
     received_at: dt.datetime
     seq: int | None = None
     flags: tuple[str, ...] = ()
+    sent_ts: dt.datetime | None = None  # the payload's `ts` as sent (None without one): dedup
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class Reading:
     received_at: dt.datetime
     seq: int | None = None
     flags: tuple[str, ...] = ()
+    sent_ts: dt.datetime | None = None
 
 
 @dataclass(frozen=True)

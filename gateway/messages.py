@@ -60,6 +60,10 @@ _TEXTS: dict[str, dict[str, str]] = {
         "zh-CN": "{equipment} 已 {seconds} 秒无读数",
         "en": "No reading from {equipment} for {seconds} s",
     },
+    "incident.major": {
+        "zh-CN": "重大事件：{title}",
+        "en": "Major incident: {title}",
+    },
     "ack.signed": {"zh-CN": "{post} 已签到 {time}", "en": "{post} signed {time}"},
     "ack.unknown": {
         "zh-CN": "未登记的卡，请联系管理员",

@@ -1,7 +1,10 @@
-"""Decode → store → rules → what to publish: the one path every message takes, live or replayed.
+"""Decode → store → rules: the one path every message and command takes, live or replayed.
 
-The caller owns the commit: it commits the store after a batch and only then acknowledges the
-batch to the broker and publishes what `handle` returned (scan answers, alerts, refusals).
+The pipeline returns domain results (scan answers, refusals, alert transitions); rendering them
+to MQTT topics and payloads is the MQTT side's job (`gateway/ingest/render.py`). The caller owns
+the commit: it commits the store after a batch and only then acknowledges the batch to the
+broker and delivers the answers. Alert transitions reach the outside through the forwarders,
+which read them from the store after commit.
 """
 
 from __future__ import annotations
@@ -10,44 +13,111 @@ import dataclasses
 import datetime as dt
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from gateway import messages
 from gateway.alerts.book import AlertBook, Transition
 from gateway.alerts.record import Alert
+from gateway.commands import MANUAL_WINDOW, MAX_SHELVE, NOT_YET, Command, CommandError
+from gateway.commands import check_actor as _check_actor
+from gateway.config.models import Role
 from gateway.config.site import Site
-from gateway.events import DeviceStatus, Event, Message, Reading, Rejection, Scan
+from gateway.events import (
+    SEQ_RESET,
+    DeviceStatus,
+    Event,
+    HandoverConfirmed,
+    Message,
+    Reading,
+    Rejection,
+    Scan,
+    SwapRegistered,
+)
 from gateway.ingest.decode import Decoder, reason_text
 from gateway.ingest.topics import Topics
 from gateway.roster import Swap
+from gateway.rules.duty import DutyRules
 from gateway.rules.engine import Engine, build_rules
 from gateway.rules.flags import Flagger
 from gateway.rules.status import patrol_status
-from gateway.store.sqlite import SqliteStore
+from gateway.store.sqlite import SqliteStore, StoredCommand
 from gateway.timeutil import iso
 
 # How far back a restart reads the record to rebuild the rules: the duty rules look at the
 # current and the previous duty day; rounds and staleness at the last scan or reading.
 RESTORE_DAYS = 2
+MANUAL = "manual"
+INCIDENT_MAJOR = "incident.major"
 
 
 @dataclass(frozen=True)
-class Publication:
-    """Something to publish once the batch is committed."""
+class Answer:
+    """The answer to one scan (contract §3), for the reader to beep green or red."""
 
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-    outbox_id: int | None = None  # kept in the store until the broker confirms it
+    reader: str
+    seq: int | None
+    ok: bool
+    person: str | None  # the person's name
+    message: str
+    flags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A message (or part of one) refused, with the reason a person reads (§2)."""
+
+    rejection: Rejection
+    reason: str
 
 
 @dataclass
 class Outcome:
-    """What one message (or one tick of the clock) produced."""
+    """What one message, command or tick of the clock produced."""
 
-    publications: list[Publication]
-    transitions: list[Transition]
+    answers: list[Answer] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
+    transitions: list[Transition] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CommandOutcome:
+    """What a command did: `ok` and the transitions, or a refusal saying why."""
+
+    ok: bool
+    message: str
+    transitions: tuple[Transition, ...] = ()
+    command_id: int | None = None
+    before: tuple[Transition, ...] = ()  # deadlines that fired before the command applied
+
+    def to_json(self, tz: dt.tzinfo) -> dict[str, Any]:
+        """The result as stored with the command and shown to whoever sent it."""
+        return {
+            "ok": self.ok,
+            "message": self.message,
+            "alerts": [
+                {**t.alert.to_json(tz), "change": t.change, "at": iso(t.at, tz)}
+                for t in self.transitions
+            ],
+        }
+
+
+class ShelfExpiry:
+    """Brings shelved alerts back when their shelve ends (§6): a deadline like any rule's."""
+
+    def __init__(self, book: AlertBook) -> None:
+        self.book = book
+
+    def on_event(self, ctx: Any, event: Event) -> None:
+        """Events do not move a shelve."""
+
+    def next_deadline(self) -> dt.datetime | None:
+        """The earliest end of a shelve."""
+        return self.book.shelf_expiry()
+
+    def on_deadline(self, ctx: Any) -> None:
+        """Unshelve what is due."""
+        ctx.transitions.extend(ctx.book.unshelve_due(ctx.now))
 
 
 class Pipeline:
@@ -71,23 +141,26 @@ class Pipeline:
         self.decoder = Decoder(site, topics)
         self.book = AlertBook(site.id, store.open_alerts())
         self.flagger = Flagger(site)
-        self.engine = Engine(site, build_rules(site, start, live), self.book, start)
+        self.engine = self._engine(start, [])
         self.counters: Counter[str] = Counter()
-        self._last_status: bytes | None = None
+        self._last_status: dict[str, Any] | None = None
+
+    def _engine(self, start: dt.datetime, swaps: list[Swap]) -> Engine:
+        rules = [*build_rules(self.site, start, self.live, swaps), ShelfExpiry(self.book)]
+        return Engine(self.site, rules, self.book, start)
 
     def mark(self) -> str:
         """What to persist with each commit so a restart knows which deadlines have fired."""
         instant, inclusive = self.engine.fired_through
         return f"{instant.isoformat()}{'+=' if inclusive else ''}"
 
-    def restore(self, mark: str | None, swaps_through: int = 0) -> int:
+    def restore(self, mark: str | None) -> int:
         """Rebuild the rules from the stored record up to a persisted `mark()`, silently.
 
         Deadlines up to the mark fired before the restart and are not fired again; the alert
         book is the stored one. Every stored message counts (each was received no later than
-        the mark plus the grace); of the swaps registered on the command line, those with an
-        id up to `swaps_through` (the rest the caller feeds in live). Returns the number of
-        events read back.
+        the mark plus the grace), and every applied command (swaps, confirmations). Returns
+        the number of events read back.
         """
         if mark is None:
             until, inclusive = self.start, False
@@ -96,131 +169,299 @@ class Pipeline:
             inclusive = mark.endswith("+=")
         cal = self.site.calendar
         horizon = max(self.start, cal.day_start(cal.day_of(until) - dt.timedelta(RESTORE_DAYS)))
-        earlier = [
-            Swap.live(s)
-            for i, s in self.store.swaps_after(0)
-            if i <= swaps_through and s.time < horizon
-        ]
-        scratch = Engine(
-            self.site,
-            build_rules(self.site, horizon, self.live, earlier),
-            AlertBook(self.site.id),
-            horizon,
-        )
-        events = self.store.events_between(horizon, until + self.grace, swaps_through)
-        for received, event in events:
+        earlier: list[Swap] = []
+        for row in self.store.applied_commands(("swap.register", "swap.cancel"), horizon):
+            command = command_event(row, self.site)
+            if isinstance(command, SwapRegistered):
+                earlier.append(Swap.live(command))
+        book, self.book = self.book, AlertBook(self.site.id)
+        scratch = self._engine(horizon, earlier)
+        events = self.store.events_between(horizon, until + self.grace)
+        for received, stored in events:
+            event = (
+                command_event(stored, self.site) if isinstance(stored, StoredCommand) else stored
+            )
+            if event is None:
+                continue
             if isinstance(event, Scan):
                 self.flagger.remember(event)
             scratch.process(event, received, self.grace)
         scratch.catch_up((until, inclusive))
-        scratch.book = self.book
+        self.book = book
+        scratch.book = book
+        for rule in scratch.rules:
+            if isinstance(rule, ShelfExpiry):
+                rule.book = book
         self.engine = scratch
         return len(events)
+
+    # -- messages ----------------------------------------------------------------------------
 
     def handle(self, msg: Message) -> Outcome:
         """One inbound message; the store is written but not committed."""
         self.counters["received"] += 1
         decoded = self.decoder.decode(msg)
-        pubs = [self._rejected(r, msg.received_at) for r in decoded.rejections]
-        transitions: list[Transition] = []
+        out = Outcome(refusals=[self.refuse(r, msg.received_at) for r in decoded.rejections])
         event = decoded.event
         if isinstance(event, Scan):
-            stored_flags = self.store.scan_flags(event.reader, event.seq)
-            if stored_flags is not None:
+            stored = self.store.stored_scan(event)
+            if isinstance(stored, tuple):
                 # A redelivery: answer as the first time, count it, keep it from the rules.
                 self.counters["duplicates"] += 1
-                pubs.append(self._answer(dataclasses.replace(event, flags=stored_flags)))
+                out.answers.append(self._answer(dataclasses.replace(event, flags=stored)))
             else:
-                event = self.flagger.flag(event)
-                self.store.add_scan(event)
-                self.flagger.remember(event)
-                for flag in event.flags:
-                    self.counters[f"flag_{flag}"] += 1
-                pubs.append(self._answer(event))
-                transitions = self.engine.process(event, msg.received_at, self.grace)
+                if stored is True:  # the reader's counter started again (§3)
+                    event = dataclasses.replace(event, flags=(*event.flags, SEQ_RESET))
+                out.transitions = self._scan(event, msg.received_at)
+                out.answers.append(self._answer(self._last_scan))
         elif isinstance(event, Reading):
-            if self.store.add_reading(event):
-                transitions = self.engine.process(event, msg.received_at, self.grace)
-            else:
+            stored_reading = self.store.stored_reading(event)
+            if stored_reading is True:
                 self.counters["duplicates"] += 1
+            else:
+                if stored_reading is False:
+                    event = dataclasses.replace(event, flags=(*event.flags, SEQ_RESET))
+                    self.counters[f"flag_{SEQ_RESET}"] += 1
+                self.store.add_reading(event)
+                out.transitions = self.engine.process(event, msg.received_at, self.grace)
         elif isinstance(event, DeviceStatus):
             self.store.add_status(event)
-            transitions = self.engine.process(event, msg.received_at, self.grace)
+            out.transitions = self.engine.process(event, msg.received_at, self.grace)
         if event is not None:
             self.counters[type(event).__name__.lower()] += 1
-        pubs += self._record(transitions)
-        return Outcome(pubs, transitions)
+        self._record(out.transitions)
+        return out
 
-    def inject(self, event: Event, at: dt.datetime) -> Outcome:
-        """An event that did not come over MQTT (a swap registered on the command line)."""
-        transitions = self.engine.process(event, at, self.grace)
-        return Outcome(self._record(transitions), transitions)
+    def _scan(self, scan: Scan, at: dt.datetime) -> list[Transition]:
+        scan = self.flagger.flag(scan)
+        self.store.add_scan(scan)
+        self.flagger.remember(scan)
+        for flag in scan.flags:
+            self.counters[f"flag_{flag}"] += 1
+        self._last_scan = scan
+        return self.engine.process(scan, at, self.grace)
 
-    def status(self) -> Publication | None:
-        """The retained patrol status, when it changed since the last call."""
-        body = patrol_status(self.site, self.engine, self.engine.now)
-        if body is None:
-            return None
-        payload = json.dumps(body, ensure_ascii=False, sort_keys=True).encode()
-        if payload == self._last_status:
-            return None
-        self._last_status = payload
-        return Publication(self.topics.patrol_status, payload, 1, True)
-
-    def forget_status(self) -> None:
-        """Make the next `status()` publish even if nothing changed (after a reconnect)."""
-        self._last_status = None
+    def refuse(self, rejection: Rejection, at: dt.datetime) -> Refusal:
+        """Store and count a refusal; the reason is capped so one message cannot flood a log."""
+        reason = reason_text(rejection)
+        if len(reason) > MAX_REASON_CHARS:
+            reason = reason[: MAX_REASON_CHARS - 1] + "…"
+        self.store.add_rejection(rejection, reason, at)
+        self.counters["rejected"] += 1
+        self.counters[f"rejected_{rejection.code}"] += 1
+        return Refusal(rejection, reason)
 
     def tick(self, now: dt.datetime) -> Outcome:
         """Move the clock to `now`, firing every deadline up to it."""
         transitions = self.engine.advance(now)
-        return Outcome(self._record(transitions), transitions)
+        self._record(transitions)
+        return Outcome(transitions=transitions)
 
-    def acknowledge(self, alert_id: str, at: dt.datetime, actor: str, comment: str = "") -> Outcome:
-        """An operator acknowledges an alert (rules that do not clear close on it)."""
-        current = self.book.by_id(alert_id)
-        if current is None:
-            return Outcome([], [])
-        transition = self.book.acknowledge(
-            alert_id, at, actor, comment, close=current.rule in NON_CLEARING
+    def status(self) -> dict[str, Any] | None:
+        """The patrol status document (§3), when it changed since the last call."""
+        body = patrol_status(self.site, self.engine, self.engine.now)
+        if body is None or body == self._last_status:
+            return None
+        self._last_status = body
+        return body
+
+    def forget_status(self) -> None:
+        """Make the next `status()` return the document even if nothing changed."""
+        self._last_status = None
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def command(
+        self, command: Command, at: dt.datetime, stored_id: int | None = None
+    ) -> CommandOutcome:
+        """Apply one command at the worker's clock `at`, and record it with what it did.
+
+        `stored_id` is the id of a command another process queued in the store. A command that
+        cannot apply is refused with the reason, recorded too, and changes nothing else.
+        """
+        # The deadlines before the command fire first, as they would before a message.
+        before = tuple(self.engine.catch_up((at - self.grace, False)))
+        self._record(list(before))
+        try:
+            _check_actor(self.site, command)
+            if command.action in NOT_YET:
+                raise CommandError(
+                    f"{command.action}: 此版本尚不支持 / not supported by this version yet"
+                )
+            transitions, message = self._apply(command, at)
+        except CommandError as exc:
+            self.counters["commands_refused"] += 1
+            ident = self.store.record_command(
+                stored_id, command.action, command.body(), command.by, at, "refused", str(exc)
+            )
+            return CommandOutcome(False, str(exc), (), ident, before)
+        self._record(transitions)
+        self.counters["commands"] += 1
+        outcome = CommandOutcome(True, message, tuple(transitions), None, before)
+        result = outcome.to_json(self.site.tz)
+        ident = self.store.record_command(
+            stored_id,
+            command.action,
+            command.body(),
+            command.by,
+            at,
+            "done",
+            json.dumps(result, ensure_ascii=False),
         )
-        transitions = [] if transition is None else [transition]
-        return Outcome(self._record(transitions), transitions)
+        return dataclasses.replace(outcome, command_id=ident)
 
-    def _record(self, transitions: list[Transition]) -> list[Publication]:
-        pubs = []
+    def _apply(self, command: Command, at: dt.datetime) -> tuple[list[Transition], str]:
+        action, args, by = command.action, command.args, command.by
+        if action.startswith("alert."):
+            alert = self._target(command)
+            comment = str(args.get("comment", ""))
+            if action == "alert.ack":
+                if alert.state == "acknowledged":
+                    raise CommandError(
+                        f"告警已确认 / alert {alert.id} is already acknowledged by "
+                        f"{alert.acknowledged_by}: nothing changed"
+                    )
+                close = closes_on_acknowledge(alert, at, self.site)
+                t = self.book.acknowledge(alert.id, at, by, comment, close=close)
+                assert t is not None
+                word = (
+                    "已确认并关闭 / acknowledged and closed" if close else "已确认 / acknowledged"
+                )
+                return [t], f"{word}: {alert.id}"
+            if action == "alert.comment":
+                t = self.book.comment(alert.id, at, by, comment)
+                assert t is not None
+                return [t], f"已备注 / commented: {alert.id}"
+            until = command.instant("until")
+            if not at < until <= at + MAX_SHELVE:
+                raise CommandError(
+                    f"搁置时间须在 24 小时内 / shelve until must be after now and within 24 h "
+                    f"(now {iso(at, self.site.tz)})"
+                )
+            t = self.book.shelve(alert.id, until, at, by, comment)
+            assert t is not None
+            return [t], f"已搁置至 / shelved until {iso(until, self.site.tz)}: {alert.id}"
+        if action == "handover.confirm":
+            day = command.date()
+            duty = self._duty()
+            parties = {duty.outgoing(day, at), duty.roster.manager(day, at)}
+            if by not in parties:
+                names = ", ".join(sorted(p for p in parties if p))
+                raise CommandError(
+                    f"只有交接双方可以确认 / only the two managers of the handover into {day} "
+                    f"({names}) may confirm it"
+                )
+            transitions = self.engine.process(HandoverConfirmed(day, by, at), at, self.grace)
+            return transitions, f"已确认交接 / handover into {day} confirmed by {by}"
+        if action in ("swap.register", "swap.cancel"):
+            return self._swap(command, at)
+        if action == "scan.manual":
+            return self._manual_scan(command, at)
+        if action == "incident.report":
+            return self._incident(command, at)
+        raise CommandError(f"{action}: 此版本尚不支持 / not supported by this version yet")
+
+    def _target(self, command: Command) -> Alert:
+        args = command.args
+        if "id" in args:
+            alert = self.book.by_id(str(args["id"]))
+            if alert is None:
+                stored = self.store.alert(str(args["id"]))
+                if stored is not None:
+                    raise CommandError(
+                        f"告警已关闭，未作更改 / alert {stored.id} is closed: nothing changed"
+                    )
+                raise CommandError(f"未知告警 / no alert with id {args['id']!r}")
+            return alert
+        found = self.book.get(str(args["rule"]), str(args["subject"]))
+        if found is None:
+            raise CommandError(
+                f"没有未关闭的告警 / no open alert for {args['rule']} {args['subject']}"
+            )
+        return found
+
+    def _duty(self) -> DutyRules:
+        duty = self.engine.find(DutyRules)
+        if duty is None:
+            raise CommandError("此站点没有值班规则 / this site has no duty rules (no roster)")
+        return duty
+
+    def _swap(self, command: Command, at: dt.datetime) -> tuple[list[Transition], str]:
+        duty = self._duty()
+        day = command.date()
+        if command.action == "swap.register":
+            manager = str(command.args["manager"])
+            if not self.site.has_role(manager, [Role.duty_manager]):
+                raise CommandError(
+                    f"{manager!r} 不是值班经理 / is not a person with the duty_manager role"
+                )
+            if duty.roster.manager(day, at) == manager:
+                raise CommandError(
+                    f"{manager} 已是 {day} 的值班经理 / is already the duty manager of {day}"
+                )
+            word = f"已登记替班 / swap registered: {day} → {manager}"
+        else:
+            swap = duty.roster.swap_in_effect(day, at)
+            rostered = duty.roster.rostered(day)
+            if swap is None or swap.manager == rostered or rostered is None:
+                raise CommandError(f"{day} 没有可撤销的替班 / no swap for {day} to cancel")
+            if at >= self.site.calendar.day_start(day):
+                raise CommandError(
+                    f"{day} 的当值日已开始，不能撤销 / the duty day {day} has started: register "
+                    "a swap to the person who takes the duty instead"
+                )
+            manager = rostered
+            word = f"已撤销替班 / swap cancelled: {day} → {manager} (roster)"
+        transitions = self.engine.process(SwapRegistered(day, manager, at), at, self.grace)
+        return transitions, word
+
+    def _manual_scan(self, command: Command, at: dt.datetime) -> tuple[list[Transition], str]:
+        post = str(command.args["post"])
+        if post not in self.site.posts:
+            raise CommandError(f"未知岗位 / unknown post {post!r}")
+        time = command.instant("time")
+        if not at - MANUAL_WINDOW <= time <= at:
+            raise CommandError(
+                "补签时间须在最近一小时内 / a manual sign-off is for a time within the last hour"
+            )
+        scan = Scan(
+            reader=MANUAL,
+            post=post,
+            credential=f"manual:{command.by}",
+            method="manual",
+            person=command.by,
+            time=time,
+            received_at=at,
+            flags=(MANUAL,),
+        )
+        transitions = self._scan(scan, at)
+        return transitions, f"已补签 / manual sign-off at {self.site.posts[post].name}"
+
+    def _incident(self, command: Command, at: dt.datetime) -> tuple[list[Transition], str]:
+        ident = str(command.args["id"])
+        title = str(command.args["title"])
+        if not command.args.get("major"):
+            return [], f"已记录事件 / incident {ident} recorded"
+        if self.book.get(INCIDENT_MAJOR, ident) is not None:
+            raise CommandError(f"事件 {ident} 已上报 / incident {ident} is already reported")
+        t = self.book.raise_(
+            INCIDENT_MAJOR,
+            ident,
+            "critical",
+            at,
+            messages.for_site(self.site, INCIDENT_MAJOR, title=title),
+            {"title": title, "reported_by": command.by},
+        )
+        return [t], f"已上报重大事件 / major incident {ident} reported"
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _record(self, transitions: list[Transition]) -> None:
         for t in transitions:
             self.store.add_transition(t, self.site.tz)
             self.counters[f"alert_{t.change}"] += 1
-            pub = self.alert_publication(t.alert)
-            if self.live:
-                outbox_id = self.store.add_outbox(pub.topic, pub.payload, pub.qos, pub.retain)
-                pub = dataclasses.replace(pub, outbox_id=outbox_id)
-            pubs.append(pub)
-        return pubs
 
-    def alert_publication(self, alert: Alert) -> Publication:
-        """The retained alert record, or the empty retained message that clears it (§2)."""
-        payload = b""
-        if alert.state != "closed":
-            payload = json.dumps(alert.to_json(self.site.tz), ensure_ascii=False).encode()
-        return Publication(self.topics.alert(alert.id), payload, 1, True)
-
-    def _rejected(self, rejection: Rejection, at: dt.datetime) -> Publication:
-        reason = reason_text(rejection)
-        self.store.add_rejection(rejection, reason, at)
-        self.counters["rejected"] += 1
-        self.counters[f"rejected_{rejection.code}"] += 1
-        body = {
-            "topic": rejection.topic,
-            "reason": reason,
-            "payload": rejection.payload[:512].decode("utf-8", errors="replace"),
-        }
-        return Publication(
-            self.topics.rejected, json.dumps(body, ensure_ascii=False).encode(), 0, False
-        )
-
-    def _answer(self, scan: Scan) -> Publication:
+    def _answer(self, scan: Scan) -> Answer:
         locale = self.site.config.site.locale
         person = self.site.people.get(scan.person) if scan.person else None
         if person is None:
@@ -229,17 +470,17 @@ class Pipeline:
             post = self.site.posts[scan.post].name
             clock = iso(scan.time, self.site.tz)[11:16]
             text = messages.text(locale, "ack.signed", post=post, time=clock)
-        body = {
-            "seq": scan.seq,
-            "ok": person is not None,
-            "person": None if person is None else person.name,
-            "message": text,
-            "flags": list(scan.flags),
-        }
-        return Publication(
-            self.topics.ack(scan.reader), json.dumps(body, ensure_ascii=False).encode(), 1, False
+        return Answer(
+            scan.reader,
+            scan.seq,
+            person is not None,
+            None if person is None else person.name,
+            text,
+            scan.flags,
         )
 
+
+MAX_REASON_CHARS = 300
 
 # Rules that do not clear by themselves; an acknowledgement closes them (contract §6).
 NON_CLEARING = frozenset(
@@ -251,3 +492,28 @@ NON_CLEARING = frozenset(
         "incident.major",
     }
 )
+
+
+def closes_on_acknowledge(alert: Alert, at: dt.datetime, site: Site) -> bool:
+    """A rule that does not clear closes when acknowledged; so does a `handover.overdue` whose
+    duty day has ended (§6)."""
+    if alert.rule == "handover.overdue":
+        day = dt.date.fromisoformat(alert.subject)
+        return at >= site.calendar.day_start(day + dt.timedelta(days=1))
+    return alert.rule in NON_CLEARING
+
+
+def command_event(stored: StoredCommand, site: Site) -> Event | None:
+    """The rule event an applied command stands for (swaps, confirmations), if any."""
+    if stored.at is None:
+        return None
+    body = stored.body
+    if stored.action == "swap.register":
+        return SwapRegistered(dt.date.fromisoformat(body["date"]), body["manager"], stored.at)
+    if stored.action == "swap.cancel":
+        day = dt.date.fromisoformat(body["date"])
+        rostered = site.rostered_manager(day)
+        return None if rostered is None else SwapRegistered(day, rostered, stored.at)
+    if stored.action == "handover.confirm":
+        return HandoverConfirmed(dt.date.fromisoformat(body["date"]), stored.actor, stored.at)
+    return None

@@ -9,7 +9,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from gateway.alerts.book import Transition
+from gateway.alerts.book import Transition, change_word
+from gateway.commands import Command, CommandError
+from gateway.commands import parse as parse_command
 from gateway.config.site import Site
 from gateway.events import Message
 from gateway.ingest.topics import Topics
@@ -21,75 +23,146 @@ COMMIT_EVERY = 500
 
 
 class ReplayError(Exception):
-    """The events file cannot be read; says the line and what is wrong."""
+    """The events file cannot be read at all; says what is wrong."""
 
 
 @dataclass(frozen=True)
 class Recorded:
-    """One line of an events file."""
+    """One line of an events file: a message, or a command (`command` set, `topic` empty)."""
 
     line: int
     topic: str
     payload: bytes
     received_at: dt.datetime | None
+    command: Command | None = None
 
 
-def read_events(lines: Iterable[str], tz: dt.tzinfo) -> Iterator[Recorded]:
-    """Parse JSON lines `{"topic", "payload", "received_at"?}`; blank lines are skipped."""
+@dataclass(frozen=True)
+class Skipped:
+    """A line that cannot be used, with its number and why (§7: reported, counted, skipped)."""
+
+    line: int
+    reason: str
+
+
+def read_events(lines: Iterable[str], tz: dt.tzinfo) -> Iterator[Recorded | Skipped]:
+    """Parse JSON lines `{"topic", "payload", "received_at"?}` or `{"command", "received_at"}`.
+
+    A payload given as a JSON string is read like the object (its `ts` is the default receive
+    time). A line with neither `received_at` nor `ts`, a line that is not JSON and a bad
+    `received_at` are `Skipped` with the reason; blank lines are ignored.
+    """
     for number, raw in enumerate(lines, 1):
         if not raw.strip():
             continue
         try:
             record = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ReplayError(f"line {number}: not JSON ({exc.msg})") from exc
-        if not isinstance(record, dict) or not isinstance(record.get("topic"), str):
-            raise ReplayError(f'line {number}: expected {{"topic": …, "payload": …}}')
-        payload: Any = record.get("payload", "")
-        body = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+        except (json.JSONDecodeError, RecursionError) as exc:
+            yield Skipped(number, f"不是 JSON / not JSON ({getattr(exc, 'msg', 'too deep')})")
+            continue
+        if not isinstance(record, dict):
+            yield Skipped(number, 'expected {"topic": …, "payload": …} or {"command": …}')
+            continue
         at: object = record.get("received_at")
-        if at is None and isinstance(payload, dict):
-            at = payload.get("ts")
-        received: dt.datetime | None = None
-        if at is not None:
+        if "command" in record:
+            if at is None:
+                yield Skipped(number, "a command line needs received_at")
+                continue
             try:
                 received = parse_instant(at, tz)
-            except BadTime as exc:
-                if "received_at" in record:
-                    raise ReplayError(f"line {number}: received_at: {exc}") from exc
+                command = parse_command(record["command"], tz)
+            except (BadTime, CommandError) as exc:
+                yield Skipped(number, str(exc))
+                continue
+            yield Recorded(number, "", b"", received, command)
+            continue
+        if not isinstance(record.get("topic"), str):
+            yield Skipped(number, 'expected {"topic": …, "payload": …}')
+            continue
+        payload: Any = record.get("payload", "")
+        body = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+        if at is None:
+            at = _payload_ts(payload)
+        if at is None:
+            yield Skipped(number, "既无 received_at 也无 ts / neither received_at nor a payload ts")
+            continue
+        try:
+            received = parse_instant(at, tz)
+        except BadTime as exc:
+            if "received_at" in record:
+                yield Skipped(number, f"received_at: {exc}")
+                continue
+            # A bad payload ts: the message is refused by the decoder, at the clock's present.
+            yield Recorded(number, record["topic"], body, None)
+            continue
         yield Recorded(number, record["topic"], body, received)
+
+
+def _payload_ts(payload: object) -> object:
+    if isinstance(payload, str):
+        try:
+            payload = json.loads(payload)
+        except (json.JSONDecodeError, RecursionError):
+            return None
+    return payload.get("ts") if isinstance(payload, dict) else None
+
+
+@dataclass
+class ReplayNote:
+    """Something the replay reports on standard error (a skipped line, a refused command)."""
+
+    line: int
+    text: str
 
 
 def replay(
     site: Site,
-    events: Iterable[Recorded],
+    events: Iterable[Recorded | Skipped],
     root: str = "estate",
     until: dt.datetime | None = None,
     store: SqliteStore | None = None,
     stats: Counter[str] | None = None,
+    notes: list[ReplayNote] | None = None,
 ) -> Iterator[Transition]:
     """Yield every alert transition, in time order, that the recorded traffic causes.
 
-    `stats`, if given, receives the pipeline's counters (messages, refusals by reason, …).
+    `stats`, if given, receives the pipeline's counters (messages, refusals by reason, …);
+    `notes` the skipped lines and refused commands, with their line numbers.
     """
     own_store = store is None
     db = store or SqliteStore(":memory:")
     pipeline: Pipeline | None = None
     clock: dt.datetime | None = None
     waiting: list[Recorded] = []  # messages before the first that tells the time
+    counts = stats if stats is not None else Counter()
+    said = notes if notes is not None else []
     try:
         for n, rec in enumerate(events, 1):
+            if isinstance(rec, Skipped):
+                counts["skipped_lines"] += 1
+                said.append(ReplayNote(rec.line, rec.reason))
+                continue
+            if until is not None and rec.received_at is not None and rec.received_at > until:
+                break  # §7: lines received after --until are not read
             if rec.received_at is None and clock is None:
                 waiting.append(rec)
                 continue
             received = rec.received_at or clock
             assert received is not None
+            # A line received before the clock is handled at the clock's present (§7).
             clock = received if clock is None else max(clock, received)
             if pipeline is None:
                 # round.missed and equipment.stale count from the first message (§5 rule 6).
                 pipeline = Pipeline(site, Topics(root, site.id), db, start=clock)
             for early in [*waiting, rec]:
-                msg = Message(early.topic, early.payload, received, qos=1)
+                if early.command is not None:
+                    outcome = pipeline.command(early.command, clock)
+                    yield from outcome.before
+                    yield from outcome.transitions
+                    if not outcome.ok:
+                        said.append(ReplayNote(early.line, outcome.message))
+                    continue
+                msg = Message(early.topic, early.payload, clock, qos=1)
                 yield from pipeline.handle(msg).transitions
             waiting.clear()
             if n % COMMIT_EVERY == 0:
@@ -103,8 +176,7 @@ def replay(
             end = until if until is not None else clock
             if end is not None:
                 yield from pipeline.tick(end).transitions
-            if stats is not None:
-                stats.update(pipeline.counters)
+            counts.update(pipeline.counters)
         db.commit()
     finally:
         if own_store:
@@ -112,7 +184,12 @@ def replay(
 
 
 def write_transition(out: TextIO, transition: Transition, tz: dt.tzinfo) -> None:
-    """One JSON line: the alert record at the transition, with `at` (§7)."""
+    """One JSON line: the alert record at the transition, with `at` and `change` (§7)."""
     record = transition.alert.to_json(tz)
     record["at"] = iso(transition.at, tz)
+    record["change"] = change_word(transition.change)
+    if transition.actor != "gateway":
+        record["by"] = transition.actor
+    if transition.comment:
+        record["comment"] = transition.comment
     out.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -8,7 +8,16 @@ from typing import Any, Literal
 
 from gateway.alerts.record import Alert, alert_id
 
-Change = Literal["open", "update", "acknowledged", "closed"]
+# The replay prints these as "opened", "updated", … (contract §7): see `CHANGE_WORDS`.
+Change = Literal[
+    "open", "update", "acknowledged", "commented", "shelved", "unshelved", "cleared", "closed"
+]
+CHANGE_WORDS: dict[str, str] = {"open": "opened", "update": "updated"}
+
+
+def change_word(change: str) -> str:
+    """The word the replay, the MQTT side and InfluxDB use for a change (contract §7)."""
+    return CHANGE_WORDS.get(change, change)
 
 
 @dataclass(frozen=True)
@@ -88,8 +97,8 @@ class AlertBook:
         current = self._open.pop((rule, subject), None)
         if current is None:
             return None
-        closed = current.replace(state="closed", cleared_at=at)
-        return Transition(closed, "closed", at)
+        closed = current.replace(state="closed", cleared_at=at, shelved_until=None)
+        return Transition(closed, "cleared", at)
 
     def acknowledge(
         self, ident: str, at: dt.datetime, actor: str, comment: str = "", close: bool = False
@@ -102,7 +111,43 @@ class AlertBook:
         acked = current.replace(acknowledged_at=at, acknowledged_by=actor)
         if close:
             self._open.pop(key)
-            return Transition(acked.replace(state="closed"), "closed", at, actor, comment)
+            closed = acked.replace(state="closed", shelved_until=None)
+            return Transition(closed, "closed", at, actor, comment)
         acked = acked.replace(state="acknowledged")
         self._open[key] = acked
         return Transition(acked, "acknowledged", at, actor, comment)
+
+    def comment(self, ident: str, at: dt.datetime, actor: str, comment: str) -> Transition | None:
+        """A comment on an alert that is not closed; its state does not change."""
+        current = self.by_id(ident)
+        if current is None:
+            return None
+        return Transition(current, "commented", at, actor, comment)
+
+    def shelve(
+        self, ident: str, until: dt.datetime, at: dt.datetime, actor: str, comment: str = ""
+    ) -> Transition | None:
+        """Shelve an alert until an instant: it stays open and sends no notification (§6)."""
+        current = self.by_id(ident)
+        if current is None:
+            return None
+        shelved = current.replace(shelved_until=until)
+        self._open[(current.rule, current.subject)] = shelved
+        return Transition(shelved, "shelved", at, actor, comment)
+
+    def shelf_expiry(self) -> dt.datetime | None:
+        """The earliest instant a shelved alert comes back."""
+        return min(
+            (a.shelved_until for a in self._open.values() if a.shelved_until is not None),
+            default=None,
+        )
+
+    def unshelve_due(self, at: dt.datetime) -> list[Transition]:
+        """Bring back every alert shelved until `at` or earlier."""
+        out = []
+        for key, alert in list(self._open.items()):
+            if alert.shelved_until is not None and alert.shelved_until <= at:
+                back = alert.replace(shelved_until=None)
+                self._open[key] = back
+                out.append(Transition(back, "unshelved", at))
+        return out

@@ -43,6 +43,7 @@ class Alert:
     acknowledged_at: dt.datetime | None = None
     acknowledged_by: str | None = None
     cleared_at: dt.datetime | None = None
+    shelved_until: dt.datetime | None = None  # §6: open, but no notification until then
 
     def replace(self, **changes: Any) -> Alert:
         """A copy with some fields changed."""
@@ -67,6 +68,7 @@ class Alert:
             "cleared_at": t(self.cleared_at),
             "message": self.message,
             "details": self.details,
+            "shelved_until": t(self.shelved_until),
         }
 
     @classmethod
@@ -91,4 +93,5 @@ class Alert:
             acknowledged_at=t(data.get("acknowledged_at")),
             acknowledged_by=data.get("acknowledged_by"),
             cleared_at=t(data.get("cleared_at")),
+            shelved_until=t(data.get("shelved_until")),
         )

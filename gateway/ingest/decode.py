@@ -98,17 +98,18 @@ class Decoder:
 
     def _event_time(
         self, body: dict[str, Any], msg: Message
-    ) -> tuple[dt.datetime, tuple[str, ...]]:
-        """Event time per §1: ts, or receive time; a ts too far ahead is not trusted."""
+    ) -> tuple[dt.datetime, tuple[str, ...], dt.datetime | None]:
+        """Event time per §1 (ts, or receive time; a ts too far ahead is not trusted), its
+        flags, and the `ts` as sent (None without one), which tells duplicates apart (§3)."""
         if body.get("ts") is None:
-            return msg.received_at, ()
+            return msg.received_at, (), None
         try:
             ts = parse_instant(body["ts"], self.site.tz)
         except BadTime as exc:
             raise _Refused("bad_field", f"ts: {exc}") from exc
         if ts - msg.received_at > self.site.max_clock_skew:
-            return msg.received_at, (CLOCK_SKEW,)
-        return ts, ()
+            return msg.received_at, (CLOCK_SKEW,), ts
+        return ts, (), ts
 
     def _scan(self, reader: str, body: dict[str, Any], msg: Message) -> Scan:
         credential, method = body.get("credential"), body.get("method")
@@ -124,7 +125,7 @@ class Decoder:
                 raise _Refused("bad_field", f"nfc credential {credential[:40]!r} is not hex")
             credential = uid
         person = self.site.person_for(method, credential)
-        time, flags = self._event_time(body, msg)
+        time, flags, sent = self._event_time(body, msg)
         return Scan(
             reader=reader,
             post=self.site.reader_post[reader].id,
@@ -135,13 +136,14 @@ class Decoder:
             received_at=msg.received_at,
             seq=_seq(body),
             flags=flags,
+            sent_ts=sent,
         )
 
     def _reading(self, equipment: str, body: dict[str, Any], msg: Message) -> Decoded:
         values = body.get("values")
         if not isinstance(values, dict) or not values:
             raise _Refused("bad_field", "values is required: an object of metric → number/boolean")
-        time, flags = self._event_time(body, msg)
+        time, flags, sent = self._event_time(body, msg)
         seq = _seq(body)
         kept: dict[str, float | bool] = {}
         refused: list[str] = []
@@ -160,7 +162,9 @@ class Decoder:
             rejections = (self._reject(msg, code, "; ".join(refused)),)
         if not kept:
             return Decoded(rejections=rejections)
-        return Decoded(Reading(equipment, kept, time, msg.received_at, seq, flags), rejections)
+        return Decoded(
+            Reading(equipment, kept, time, msg.received_at, seq, flags, sent), rejections
+        )
 
     def _metric_problem(self, equipment: str, name: str, value: object) -> str | None:
         metric = self.site.metric(equipment, name)
@@ -190,7 +194,7 @@ class Decoder:
             raise _Refused("bad_field", f'status must be "online" or "offline", not {_show(state)}')
         time = msg.received_at
         if ts is not None:
-            time, _ = self._event_time({"ts": ts}, msg)
+            time, _, _ = self._event_time({"ts": ts}, msg)
         return DeviceStatus(
             device, "online" if state == "online" else "offline", time, msg.received_at
         )

@@ -6,6 +6,7 @@ messages acknowledged to the broker. WAL lets readers (the API, reports) run bes
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import pathlib
@@ -16,55 +17,49 @@ from typing import Any
 
 from gateway.alerts.book import Transition
 from gateway.alerts.record import Alert
-from gateway.events import DeviceStatus, Event, Reading, Rejection, Scan, SwapRegistered
+from gateway.events import DeviceStatus, Event, Reading, Rejection, Scan
+from gateway.store.schema import migrate
 
-SCHEMA_VERSION = 1
+# Refusals kept for operators; older ones are deleted (the counts per code are kept for ever).
+REJECTED_KEEP = 10_000
+# The store's file under `--data`: one place knows its name.
+SUFFIX = ".sqlite"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS scans (
-    id INTEGER PRIMARY KEY,
-    reader TEXT NOT NULL, post TEXT NOT NULL, seq INTEGER,
-    credential TEXT NOT NULL, method TEXT NOT NULL, person TEXT,
-    time REAL NOT NULL, received_at REAL NOT NULL, flags TEXT NOT NULL DEFAULT '[]'
-);
-CREATE UNIQUE INDEX IF NOT EXISTS scans_reader_seq ON scans (reader, seq) WHERE seq IS NOT NULL;
-CREATE INDEX IF NOT EXISTS scans_time ON scans (time);
-CREATE TABLE IF NOT EXISTS readings (
-    id INTEGER PRIMARY KEY,
-    equipment TEXT NOT NULL, metric TEXT NOT NULL, seq INTEGER,
-    time REAL NOT NULL, received_at REAL NOT NULL, value REAL NOT NULL, is_bool INTEGER NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS readings_seq ON readings (equipment, seq, metric)
-    WHERE seq IS NOT NULL;
-CREATE INDEX IF NOT EXISTS readings_metric_time ON readings (equipment, metric, time);
-CREATE TABLE IF NOT EXISTS device_status (
-    id INTEGER PRIMARY KEY, device TEXT NOT NULL, state TEXT NOT NULL,
-    time REAL NOT NULL, received_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS alerts (
-    id TEXT PRIMARY KEY, rule TEXT NOT NULL, subject TEXT NOT NULL, state TEXT NOT NULL,
-    raised_at REAL NOT NULL, record TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state);
-CREATE TABLE IF NOT EXISTS alert_transitions (
-    id INTEGER PRIMARY KEY, alert_id TEXT NOT NULL, change TEXT NOT NULL, at REAL NOT NULL,
-    actor TEXT NOT NULL, comment TEXT NOT NULL, record TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS swaps (
-    id INTEGER PRIMARY KEY, date TEXT NOT NULL, manager TEXT NOT NULL,
-    registered_at REAL NOT NULL, source TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL,
-    qos INTEGER NOT NULL, retain INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS rejected_counts (code TEXT PRIMARY KEY, count INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS rejected (
-    id INTEGER PRIMARY KEY, at REAL NOT NULL, topic TEXT NOT NULL, code TEXT NOT NULL,
-    reason TEXT NOT NULL, payload BLOB NOT NULL
-);
-"""
+
+def store_file(data: pathlib.Path, site_id: str) -> pathlib.Path:
+    """Where the store of site `site_id` lives under the `--data` folder."""
+    return data / f"{site_id}{SUFFIX}"
+
+
+def find_store(data: pathlib.Path) -> pathlib.Path:
+    """The one store under `--data`; raise FileNotFoundError saying what is there instead."""
+    if not data.is_dir():
+        raise FileNotFoundError(
+            f"目录不存在 / no such folder: {data} (give the gateway's --data folder)"
+        )
+    found = sorted(data.glob(f"*{SUFFIX}"))
+    if len(found) != 1:
+        what = (
+            "no store" if not found else f"{len(found)} stores ({', '.join(f.name for f in found)})"
+        )
+        raise FileNotFoundError(
+            f"{data} 中没有唯一的存储 / {data} holds {what}: give the --data folder of one gateway"
+        )
+    return found[0]
+
+
+@dataclass(frozen=True)
+class StoredCommand:
+    """A command written to the store, pending or applied."""
+
+    id: int
+    action: str
+    body: dict[str, Any]
+    actor: str
+    submitted_at: dt.datetime
+    status: str
+    at: dt.datetime | None
+    result: str
 
 
 @dataclass(frozen=True)
@@ -116,11 +111,22 @@ class SqliteStore:
         # can lose the last commits. FULL would make every batch wait for the disk.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
-        self._db.execute(
-            "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-        )
-        self._db.commit()
+        migrate(self._db)
+        # Highest seq stored per reader / equipment: a seq above it cannot be a redelivery or a
+        # restarted counter, so the common case needs no look-up (§3).
+        self._max_scan_seq: dict[str, int] = {
+            str(r): int(m)
+            for r, m in self._db.execute(
+                "SELECT reader, max(seq) FROM scans WHERE seq IS NOT NULL GROUP BY reader"
+            )
+        }
+        self._max_reading_seq: dict[str, int] = {
+            str(e): int(m)
+            for e, m in self._db.execute(
+                "SELECT equipment, max(seq) FROM readings WHERE seq IS NOT NULL GROUP BY equipment"
+            )
+        }
+        self._rejected_floor = 0
 
     def close(self) -> None:
         """Commit (if anything was written) and close."""
@@ -133,16 +139,61 @@ class SqliteStore:
         self._db.commit()
 
     def rollback(self) -> None:
-        """Forget everything written since the last commit."""
+        """Forget everything written since the last commit, and give the WAL's space back.
+
+        After a failed commit (a full disk) the WAL may have grown with pages that will never
+        be committed; truncating it frees the disk for the retry (issue 8 item 13).
+        """
         self._db.rollback()
+        with contextlib.suppress(sqlite3.Error):  # still failing: the next rollback tries again
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._reload_seq_marks()
+
+    def probe(self) -> None:
+        """Raise sqlite3.Error unless a write can be committed now (after a store error)."""
+        self.set_meta("probe", "")
+        self._db.commit()
+
+    def _reload_seq_marks(self) -> None:
+        self._max_scan_seq.clear()
+        self._max_reading_seq.clear()
+        for r, m in self._db.execute(
+            "SELECT reader, max(seq) FROM scans WHERE seq IS NOT NULL GROUP BY reader"
+        ):
+            self._max_scan_seq[str(r)] = int(m)
+        for e, m in self._db.execute(
+            "SELECT equipment, max(seq) FROM readings WHERE seq IS NOT NULL GROUP BY equipment"
+        ):
+            self._max_reading_seq[str(e)] = int(m)
 
     # -- writes ------------------------------------------------------------------------------
 
-    def add_scan(self, scan: Scan) -> bool:
-        """Store a scan; False when (reader, seq) was already stored (a duplicate delivery)."""
+    def stored_scan(self, scan: Scan) -> tuple[str, ...] | bool | None:
+        """How a scan with a `seq` relates to the record (contract §3).
+
+        The flags of the stored scan when this is a duplicate delivery (same reader, seq,
+        credential and sent ts); True when the reader's counter started again (the same seq
+        with another credential or ts: a new scan, flagged `seq_reset`); None otherwise.
+        """
+        if scan.seq is None or scan.seq > self._max_scan_seq.get(scan.reader, -1):
+            return None
+        rows = self._db.execute(
+            "SELECT credential, sent_ts, flags FROM scans WHERE reader = ? AND seq = ?",
+            (scan.reader, scan.seq),
+        ).fetchall()
+        if not rows:
+            return None
+        sent = _opt(scan.sent_ts)
+        for credential, sent_ts, flags in rows:
+            if credential == scan.credential and sent_ts == sent:
+                return tuple(json.loads(flags))
+        return True
+
+    def add_scan(self, scan: Scan) -> int:
+        """Store a scan; returns its row id."""
         cur = self._db.execute(
-            "INSERT OR IGNORE INTO scans (reader, post, seq, credential, method, person, time,"
-            " received_at, flags) VALUES (?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO scans (reader, post, seq, credential, method, person, time,"
+            " received_at, flags, sent_ts) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
                 scan.reader,
                 scan.post,
@@ -153,29 +204,42 @@ class SqliteStore:
                 _t(scan.time),
                 _t(scan.received_at),
                 json.dumps(list(scan.flags)),
+                _opt(scan.sent_ts),
             ),
         )
-        return cur.rowcount == 1
+        if scan.seq is not None and scan.seq > self._max_scan_seq.get(scan.reader, -1):
+            self._max_scan_seq[scan.reader] = scan.seq
+        return int(cur.lastrowid or 0)
 
-    def scan_flags(self, reader: str, seq: int | None) -> tuple[str, ...] | None:
-        """The flags of the stored scan (reader, seq), or None if there is none (or no seq)."""
-        if seq is None:
+    def scan_flags(self, reader: str, seq: int) -> list[tuple[str, ...]]:
+        """The flags of every stored scan (reader, seq), oldest first."""
+        rows = self._db.execute(
+            "SELECT flags FROM scans WHERE reader = ? AND seq = ? ORDER BY id", (reader, seq)
+        )
+        return [tuple(json.loads(r[0])) for r in rows]
+
+    def stored_reading(self, reading: Reading) -> bool | None:
+        """True for a duplicate delivery of a stored reading (same equipment, seq, sent ts and
+        values), False for a restarted counter (same seq, other ts or values), else None."""
+        if reading.seq is None or reading.seq > self._max_reading_seq.get(reading.equipment, -1):
             return None
-        row = self._db.execute(
-            "SELECT flags FROM scans WHERE reader = ? AND seq = ?", (reader, seq)
-        ).fetchone()
-        return None if row is None else tuple(json.loads(row[0]))
+        rows = self._db.execute(
+            "SELECT metric, value, is_bool, sent_ts, time FROM readings"
+            " WHERE equipment = ? AND seq = ? ORDER BY id",
+            (reading.equipment, reading.seq),
+        ).fetchall()
+        if not rows:
+            return None
+        sent = _opt(reading.sent_ts)
+        groups: dict[tuple[float | None, float], dict[str, float | bool]] = {}
+        for metric, value, is_bool, sent_ts, time in rows:
+            groups.setdefault((sent_ts, time), {})[metric] = bool(value) if is_bool else value
+        wanted = {m: (v if isinstance(v, bool) else float(v)) for m, v in reading.values.items()}
+        return any(k[0] == sent and values == wanted for k, values in groups.items())
 
-    def add_reading(self, reading: Reading) -> bool:
-        """Store a reading's values; False when (equipment, seq) was already stored."""
-        if (
-            reading.seq is not None
-            and self._db.execute(
-                "SELECT 1 FROM readings WHERE equipment = ? AND seq = ? LIMIT 1",
-                (reading.equipment, reading.seq),
-            ).fetchone()
-        ):
-            return False  # a redelivery, even if it carries other metrics than the first time
+    def add_reading(self, reading: Reading) -> None:
+        """Store a reading's values (one row per metric)."""
+        flags = json.dumps(list(reading.flags))
         rows = [
             (
                 reading.equipment,
@@ -185,16 +249,19 @@ class SqliteStore:
                 _t(reading.received_at),
                 float(value),
                 isinstance(value, bool),
+                _opt(reading.sent_ts),
+                flags,
             )
             for metric, value in reading.values.items()
         ]
-        before = self._db.total_changes
         self._db.executemany(
-            "INSERT OR IGNORE INTO readings (equipment, metric, seq, time, received_at, value,"
-            " is_bool) VALUES (?,?,?,?,?,?,?)",
+            "INSERT INTO readings (equipment, metric, seq, time, received_at, value,"
+            " is_bool, sent_ts, flags) VALUES (?,?,?,?,?,?,?,?,?)",
             rows,
         )
-        return self._db.total_changes > before
+        seq = reading.seq
+        if seq is not None and seq > self._max_reading_seq.get(reading.equipment, -1):
+            self._max_reading_seq[reading.equipment] = seq
 
     def add_status(self, status: DeviceStatus) -> None:
         """Store a device status change."""
@@ -204,18 +271,22 @@ class SqliteStore:
         )
 
     def add_rejection(self, rejection: Rejection, reason: str, at: dt.datetime) -> None:
-        """Count a refusal and keep it for operators."""
+        """Count a refusal and keep it for operators (the newest `REJECTED_KEEP`)."""
         self._db.execute(
             "INSERT INTO rejected_counts VALUES (?, 1)"
             " ON CONFLICT (code) DO UPDATE SET count = count + 1",
             (rejection.code,),
         )
-        self._db.execute(
+        cur = self._db.execute(
             "INSERT INTO rejected (at, topic, code, reason, payload) VALUES (?,?,?,?,?)",
-            (_t(at), rejection.topic[:1024], rejection.code, reason, rejection.payload),
+            (_t(at), rejection.topic[:1024], rejection.code, reason, rejection.payload[:512]),
         )
+        newest = int(cur.lastrowid or 0)
+        if newest - self._rejected_floor > REJECTED_KEEP + REJECTED_KEEP // 10:
+            self._rejected_floor = newest - REJECTED_KEEP
+            self._db.execute("DELETE FROM rejected WHERE id <= ?", (self._rejected_floor,))
 
-    def add_transition(self, transition: Transition, tz: dt.tzinfo) -> None:
+    def add_transition(self, transition: Transition, tz: dt.tzinfo) -> int:
         """Keep the alert's latest record and the transition itself (contract §6)."""
         alert = transition.alert
         record = json.dumps(alert.to_json(tz), ensure_ascii=False)
@@ -224,7 +295,7 @@ class SqliteStore:
             " ON CONFLICT (id) DO UPDATE SET state = excluded.state, record = excluded.record",
             (alert.id, alert.rule, alert.subject, alert.state, _t(alert.raised_at), record),
         )
-        self._db.execute(
+        cur = self._db.execute(
             "INSERT INTO alert_transitions (alert_id, change, at, actor, comment, record)"
             " VALUES (?,?,?,?,?,?)",
             (
@@ -236,46 +307,99 @@ class SqliteStore:
                 record,
             ),
         )
+        return int(cur.lastrowid or 0)
 
-    def add_swap(self, date: dt.date, manager: str, registered_at: dt.datetime) -> int:
-        """Register a roster swap (command line or API); returns its id."""
+    def add_command(
+        self, action: str, body: dict[str, Any], actor: str, submitted_at: dt.datetime
+    ) -> int:
+        """Queue a command for the worker (from another process); returns its id."""
         cur = self._db.execute(
-            "INSERT INTO swaps (date, manager, registered_at, source) VALUES (?,?,?,'live')",
-            (date.isoformat(), manager, _t(registered_at)),
+            "INSERT INTO commands (action, body, actor, submitted_at, status)"
+            " VALUES (?,?,?,?,'pending')",
+            (action, json.dumps(body, ensure_ascii=False), actor, _t(submitted_at)),
         )
         return int(cur.lastrowid or 0)
 
-    def swaps_after(self, last_id: int) -> list[tuple[int, SwapRegistered]]:
-        """Swaps registered with an id above `last_id`, oldest first."""
+    def record_command(
+        self,
+        ident: int | None,
+        action: str,
+        body: dict[str, Any],
+        actor: str,
+        at: dt.datetime,
+        status: str,
+        result: str,
+    ) -> int:
+        """Record what a command did (a queued one by id, or a new one from this process)."""
+        if ident is not None:
+            self._db.execute(
+                "UPDATE commands SET status = ?, at = ?, result = ? WHERE id = ?",
+                (status, _t(at), result, ident),
+            )
+            return ident
+        cur = self._db.execute(
+            "INSERT INTO commands (action, body, actor, submitted_at, status, at, result)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (action, json.dumps(body, ensure_ascii=False), actor, _t(at), status, _t(at), result),
+        )
+        return int(cur.lastrowid or 0)
+
+    def pending_commands(self) -> list[StoredCommand]:
+        """Commands other processes queued, oldest first."""
+        return self._commands("WHERE status = 'pending' ORDER BY id", ())
+
+    def applied_commands(
+        self, actions: tuple[str, ...], before: dt.datetime
+    ) -> list[StoredCommand]:
+        """Commands of the given actions applied before an instant, in the order applied."""
+        marks = ",".join("?" * len(actions))
+        return self._commands(
+            f"WHERE status = 'done' AND action IN ({marks}) AND at < ? ORDER BY at, id",
+            (*actions, _t(before)),
+        )
+
+    def command(self, ident: int) -> StoredCommand | None:
+        """One command by id."""
+        found = self._commands("WHERE id = ?", (ident,))
+        return found[0] if found else None
+
+    def _commands(self, where: str, args: tuple[Any, ...]) -> list[StoredCommand]:
         rows = self._db.execute(
-            "SELECT id, date, manager, registered_at FROM swaps WHERE id > ? ORDER BY id",
-            (last_id,),
+            "SELECT id, action, body, actor, submitted_at, status, at, result FROM commands "
+            + where,
+            args,
         ).fetchall()
         return [
-            (int(i), SwapRegistered(dt.date.fromisoformat(d), str(m), _instant(r)))
-            for i, d, m, r in rows
+            StoredCommand(
+                int(i),
+                str(a),
+                json.loads(b),
+                str(who),
+                _instant(s),
+                str(st),
+                None if at is None else _instant(at),
+                str(r),
+            )
+            for i, a, b, who, s, st, at, r in rows
         ]
-
-    def add_outbox(self, topic: str, payload: bytes, qos: int, retain: bool) -> int:
-        """Keep a publication until the broker has it (committed with what caused it)."""
-        cur = self._db.execute(
-            "INSERT INTO outbox (topic, payload, qos, retain) VALUES (?,?,?,?)",
-            (topic, payload, qos, retain),
-        )
-        return int(cur.lastrowid or 0)
-
-    def outbox(self) -> list[tuple[int, str, bytes, int, bool]]:
-        """Publications not yet confirmed by the broker, oldest first."""
-        rows = self._db.execute("SELECT id, topic, payload, qos, retain FROM outbox ORDER BY id")
-        return [(int(i), str(t), bytes(p), int(q), bool(r)) for i, t, p, q, r in rows]
-
-    def outbox_done(self, ids: list[int]) -> None:
-        """The broker confirmed these publications."""
-        self._db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
 
     def set_meta(self, key: str, value: str) -> None:
         """Remember a value across restarts."""
         self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def cursor(self, name: str) -> int:
+        """A forwarder's position: the last row id it has delivered (0 before any)."""
+        row = self._db.execute("SELECT position FROM cursors WHERE name = ?", (name,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def set_cursor(self, name: str, position: int) -> None:
+        """Move a forwarder's cursor and commit at once (forwarders write nothing else)."""
+        self._db.execute(
+            "INSERT INTO cursors VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET"
+            " position = excluded.position",
+            (name, position),
+        )
+        self._db.commit()
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -285,18 +409,18 @@ class SqliteStore:
         return None if row is None else str(row[0])
 
     def events_between(
-        self, since: dt.datetime, until: dt.datetime, swaps_through: int
-    ) -> list[tuple[dt.datetime, Event]]:
-        """Every stored event received in [since, until], as (received_at, event), in order;
-        of the swaps, those with an id up to `swaps_through` (the ones the rules have seen)."""
+        self, since: dt.datetime, until: dt.datetime
+    ) -> list[tuple[dt.datetime, Event | StoredCommand]]:
+        """Every stored event received in [since, until], as (received_at, event), in order,
+        and the commands applied then (the rules see swaps and confirmations again)."""
         t, u = _t(since), _t(until)
-        out: list[tuple[float, int, int, Event]] = []
+        out: list[tuple[float, int, int, Event | StoredCommand]] = []
         for row in self._db.execute(
-            "SELECT id, reader, post, seq, credential, method, person, time, received_at, flags"
-            " FROM scans WHERE received_at BETWEEN ? AND ?",
+            "SELECT id, reader, post, seq, credential, method, person, time, received_at, flags,"
+            " sent_ts FROM scans WHERE received_at BETWEEN ? AND ?",
             (t, u),
         ):
-            ident, reader, post, seq, cred, method, person, time, rec, flags = row
+            ident, reader, post, seq, cred, method, person, time, rec, flags, sent = row
             scan = Scan(
                 reader,
                 post,
@@ -307,34 +431,36 @@ class SqliteStore:
                 _instant(rec),
                 seq,
                 tuple(json.loads(flags)),
+                None if sent is None else _instant(sent),
             )
             out.append((rec, 0, ident, scan))
         groups: dict[tuple[str, int | None, float, float], dict[str, float | bool]] = {}
-        first: dict[tuple[str, int | None, float, float], int] = {}
-        for ident, eq, metric, seq, time, rec, value, is_bool in self._db.execute(
-            "SELECT id, equipment, metric, seq, time, received_at, value, is_bool FROM readings"
-            " WHERE received_at BETWEEN ? AND ? ORDER BY id",
+        first: dict[tuple[str, int | None, float, float], tuple[int, str]] = {}
+        for ident, eq, metric, seq, time, rec, value, is_bool, flags in self._db.execute(
+            "SELECT id, equipment, metric, seq, time, received_at, value, is_bool, flags"
+            " FROM readings WHERE received_at BETWEEN ? AND ? ORDER BY id",
             (t, u),
         ):
             key = (eq, seq, time, rec)
             groups.setdefault(key, {})[metric] = bool(value) if is_bool else float(value)
-            first.setdefault(key, ident)
+            first.setdefault(key, (ident, flags))
         for (eq, seq, time, rec), values in groups.items():
-            reading = Reading(eq, values, _instant(time), _instant(rec), seq)
-            out.append((rec, 1, first[(eq, seq, time, rec)], reading))
+            ident, flags = first[(eq, seq, time, rec)]
+            reading = Reading(
+                eq, values, _instant(time), _instant(rec), seq, tuple(json.loads(flags))
+            )
+            out.append((rec, 1, ident, reading))
         for ident, device, state, time, rec in self._db.execute(
             "SELECT id, device, state, time, received_at FROM device_status"
             " WHERE received_at BETWEEN ? AND ?",
             (t, u),
         ):
             out.append((rec, 2, ident, DeviceStatus(device, state, _instant(time), _instant(rec))))
-        for ident, day, manager, rec in self._db.execute(
-            "SELECT id, date, manager, registered_at FROM swaps"
-            " WHERE registered_at BETWEEN ? AND ? AND id <= ?",
-            (t, u, swaps_through),
+        for command in self._commands(
+            "WHERE status = 'done' AND at BETWEEN ? AND ? ORDER BY id", (t, u)
         ):
-            swap = SwapRegistered(dt.date.fromisoformat(day), manager, _instant(rec))
-            out.append((rec, 3, ident, swap))
+            assert command.at is not None
+            out.append((_t(command.at), 3, command.id, command))
         out.sort(key=lambda row: (row[0], row[1], row[2]))
         return [(_instant(rec), event) for rec, _, _, event in out]
 
@@ -379,12 +505,25 @@ class SqliteStore:
         rows = self._db.execute("SELECT record FROM alerts WHERE state != 'closed'").fetchall()
         return [Alert.from_json(json.loads(r[0])) for r in rows]
 
-    def transitions(self, after_id: int = 0) -> Iterator[dict[str, Any]]:
+    def alerts(self, open_only: bool = False, limit: int = 1000) -> list[Alert]:
+        """Alerts, newest first."""
+        where = "WHERE state != 'closed'" if open_only else ""
+        rows = self._db.execute(
+            f"SELECT record FROM alerts {where} ORDER BY raised_at DESC, id LIMIT ?", (limit,)
+        ).fetchall()
+        return [Alert.from_json(json.loads(r[0])) for r in rows]
+
+    def alert(self, ident: str) -> Alert | None:
+        """One alert's latest record, open or closed."""
+        row = self._db.execute("SELECT record FROM alerts WHERE id = ?", (ident,)).fetchone()
+        return None if row is None else Alert.from_json(json.loads(row[0]))
+
+    def transitions(self, after_id: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
         """Stored transitions with an id above `after_id`, oldest first, as dicts."""
         cur = self._db.execute(
             "SELECT id, alert_id, change, at, actor, comment, record FROM alert_transitions"
-            " WHERE id > ? ORDER BY id",
-            (after_id,),
+            " WHERE id > ? ORDER BY id LIMIT ?",
+            (after_id, -1 if limit is None else limit),
         )
         for ident, alert_id, change, at, actor, comment, record in cur:
             yield {
@@ -406,6 +545,7 @@ class SqliteStore:
             "alerts",
             "alert_transitions",
             "rejected",
+            "commands",
         }:
             raise ValueError(f"no table {table!r}")
         return int(self._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
@@ -426,3 +566,7 @@ class SqliteStore:
         return [
             (str(r), s) for r, s in self._db.execute("SELECT reader, seq FROM scans ORDER BY id")
         ]
+
+
+def _opt(instant: dt.datetime | None) -> float | None:
+    return None if instant is None else instant.timestamp()

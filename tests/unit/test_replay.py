@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import pathlib
 import subprocess
 import sys
 
-import pytest
 from typer.testing import CliRunner
 
 from gateway.cli import app
 from gateway.config import load_site
-from gateway.replay import ReplayError, read_events, replay
+from gateway.replay import Recorded, read_events, replay
 
 PG = str(pathlib.Path(sys.executable).with_name("patrol-gateway"))
 
@@ -104,15 +102,112 @@ def test_cli_output_is_json_lines_in_site_time(tmp_path: pathlib.Path) -> None:
     assert lines[0]["message"] == "Device l-1 (Lobby) is offline"
 
 
-def test_bad_events_file_says_which_line(tmp_path: pathlib.Path) -> None:
-    """A broken line in the events file stops the replay with its line number (exit 2)."""
-    lines = io.StringIO('{"topic": "a", "payload": "x"}\n\nnot json\n')
-    with pytest.raises(ReplayError, match="line 3"):
-        list(read_events(lines, dt.UTC))
+def test_bad_lines_are_skipped_with_their_number_and_the_replay_goes_on(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Issue 8: a non-JSON line, a bad received_at or a line with no time at all used to stop
+    the replay part-way (exit 2); each is now skipped, named by line number and counted (§7)."""
     site = tmp_path / "site.yaml"
     site.write_text(ZONE_SITE, encoding="utf-8")
-    result = CliRunner().invoke(app, ["replay", "--config", str(site), "-"], input="[1]\n")
-    assert result.exit_code == 2 and "line 1" in result.stderr
+    lines = [
+        json.dumps(
+            {
+                "topic": "estate/hq/device/l-1/status",
+                "payload": "offline",
+                "received_at": "2026-07-01T10:00:00-04:00",
+            }
+        ),
+        "not json",
+        json.dumps(
+            {
+                "topic": "estate/hq/device/l-1/status",
+                "payload": "online",
+                "received_at": "yesterday",
+            }
+        ),
+        json.dumps({"topic": "estate/hq/device/l-1/status", "payload": "online"}),
+        json.dumps(
+            {
+                "topic": "estate/hq/device/l-1/status",
+                "payload": "online",
+                "received_at": "2026-07-01T10:05:00-04:00",
+            }
+        ),
+    ]
+    result = CliRunner().invoke(app, ["replay", "--config", str(site), "-"], input="\n".join(lines))
+    assert result.exit_code == 0, result.output
+    states = [(r["state"], r["at"]) for r in map(json.loads, result.stdout.splitlines())]
+    assert states == [
+        ("open", "2026-07-01T10:00:00-04:00"),
+        ("closed", "2026-07-01T10:05:00-04:00"),
+    ]
+    for number in (2, 3, 4):
+        assert f"-:{number}:" in result.stderr
+    assert "3 lines skipped" in result.stderr
+
+
+def test_a_json_string_payload_gives_its_ts_as_the_receive_time() -> None:
+    """A payload recorded as a JSON string is read like the object, its `ts` included (§7)."""
+    body = json.dumps({"credential": "ANN", "method": "qr", "ts": "2026-07-01T08:50:00-04:00"})
+    (rec,) = list(read_events([json.dumps({"topic": "t", "payload": body})], dt.UTC))
+    assert isinstance(rec, Recorded)
+    assert rec.received_at == dt.datetime(2026, 7, 1, 12, 50, tzinfo=dt.UTC)
+
+
+def test_until_stops_reading_lines_received_after_it(tmp_path: pathlib.Path) -> None:
+    """Issue 8 item 5: with --until T, lines received after T are not read (§7)."""
+    site = tmp_path / "site.yaml"
+    site.write_text(ZONE_SITE, encoding="utf-8")
+    lines = [
+        {
+            "topic": "estate/hq/device/l-1/status",
+            "payload": "offline",
+            "received_at": "2026-07-01T10:00:00-04:00",
+        },
+        {
+            "topic": "estate/hq/device/l-1/status",
+            "payload": "online",
+            "received_at": "2026-07-01T11:00:00-04:00",
+        },
+    ]
+    result = CliRunner().invoke(
+        app,
+        ["replay", "--config", str(site), "--until", "2026-07-01T10:30:00-04:00", "-"],
+        input="\n".join(map(json.dumps, lines)),
+    )
+    assert result.exit_code == 0, result.output
+    states = [r["state"] for r in map(json.loads, result.stdout.splitlines())]
+    assert states == ["open"]
+
+
+def test_command_lines_act_on_alerts_at_their_time(tmp_path: pathlib.Path) -> None:
+    """Acknowledgements are part of a recorded scenario (§7): the command line acts on the open
+    alert of (rule, subject) at its received_at; one on no open alert is refused on stderr."""
+    site = tmp_path / "site.yaml"
+    site.write_text(ZONE_SITE, encoding="utf-8")
+    scan = {"credential": "NOBODY", "method": "qr", "ts": "2026-07-01T10:00:00-04:00", "seq": 1}
+    ack = {
+        "action": "alert.ack",
+        "rule": "scan.unknown_credential",
+        "subject": "l-1",
+        "by": "ann",
+        "comment": "visitor",
+    }
+    lines = [
+        {"topic": "estate/hq/reader/l-1/scan", "payload": scan},
+        {"command": ack, "received_at": "2026-07-01T10:07:00-04:00"},
+        {"command": ack, "received_at": "2026-07-01T10:08:00-04:00"},
+    ]
+    result = CliRunner().invoke(
+        app, ["replay", "--config", str(site), "-"], input="\n".join(map(json.dumps, lines))
+    )
+    assert result.exit_code == 0, result.output
+    rows = [
+        (r["change"], r["at"], r.get("by")) for r in map(json.loads, result.stdout.splitlines())
+    ]
+    assert ("opened", "2026-07-01T10:00:00-04:00", None) in rows
+    assert ("closed", "2026-07-01T10:07:00-04:00", "ann") in rows
+    assert "-:3:" in result.stderr and "1 refused" in result.stderr
 
 
 def test_early_warnings_only_when_the_site_file_asks(shared_dir: pathlib.Path) -> None:
@@ -135,34 +230,6 @@ def test_early_warnings_only_when_the_site_file_asks(shared_dir: pathlib.Path) -
     assert ("2026-11-28T17:00:00+08:00", "patrol.key_post_at_risk", "model-home", "open") in got
     assert any(w[1] == "patrol.hours_at_risk" and w[2] == "li-na" for w in warnings)
     assert sorted(g for g in got if not g[1].endswith("_at_risk")) == sorted(expected(shared_dir))
-
-
-def test_messages_before_the_first_time_wait_for_it(tmp_path: pathlib.Path) -> None:
-    """A first line without any time is placed at the first time the file tells, not dropped."""
-    site = tmp_path / "site.yaml"
-    site.write_text(ZONE_SITE, encoding="utf-8")
-    lines = [
-        {"topic": "estate/hq/device/l-1/status", "payload": "offline"},
-        {
-            "topic": "estate/hq/device/l-1/status",
-            "payload": "online",
-            "received_at": "2026-07-01T10:00:00-04:00",
-        },
-    ]
-    result = CliRunner().invoke(
-        app, ["replay", "--config", str(site), "-"], input="\n".join(map(json.dumps, lines))
-    )
-    assert result.exit_code == 0, result.output
-    states = [(r["state"], r["at"]) for r in map(json.loads, result.stdout.splitlines())]
-    assert states == [
-        ("open", "2026-07-01T10:00:00-04:00"),
-        ("closed", "2026-07-01T10:00:00-04:00"),
-    ]
-    assert "2 messages, 2 transitions" in result.stderr
-    alone = CliRunner().invoke(
-        app, ["replay", "--config", str(site), "-"], input=json.dumps(lines[0])
-    )
-    assert alone.exit_code == 2 and "no message tells the time" in alone.stderr
 
 
 def test_late_delivery_finds_the_deadline_decided(tmp_path: pathlib.Path) -> None:

@@ -97,7 +97,7 @@ def test_restart_at_two_pm_knows_the_morning(
     status = pipeline.status()
     assert status is not None
 
-    body = json.loads(status.payload)
+    body = status
     assert body["duty_day"] == "2026-11-28"
     assert body["duty_manager"]["id"] == "li-na"
     assert body["handover"]["state"] == "done"

@@ -288,7 +288,7 @@ def test_equipment_fault_raises_and_clears_its_alert(zcity: Site, name: str, sub
     assert {(rule, subj) for rule, subj, _, _ in changes} == {(OUT_OF_RANGE, subject)}
     kinds = [change for _, _, change, _ in changes]
     assert kinds.count("open") >= 2
-    assert kinds == ["open", "closed"] * kinds.count("open")
+    assert kinds == ["open", "cleared"] * kinds.count("open")
 
 
 def _stretches(site: Site, events: list[SimEvent], subject: str) -> list[list[SimEvent]]:

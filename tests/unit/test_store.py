@@ -9,6 +9,7 @@ import sqlite3
 import pytest
 
 from gateway.events import Reading
+from gateway.store.schema import VERSION
 from gateway.store.sqlite import SqliteStore
 
 T0 = dt.datetime(2026, 11, 27, 0, 0, tzinfo=dt.UTC)
@@ -25,7 +26,9 @@ def test_wal_mode_and_schema(tmp_path: pathlib.Path) -> None:
     store.close()
     with sqlite3.connect(tmp_path / "s.sqlite") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("1",)
+        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
+            str(VERSION),
+        )
 
 
 def test_uncommitted_writes_are_not_visible_to_another_connection(tmp_path: pathlib.Path) -> None:
