@@ -20,8 +20,9 @@ from gateway.events import DeviceStatus, Event, Message, Reading, Rejection, Sca
 from gateway.ingest.decode import Decoder, reason_text
 from gateway.ingest.topics import Topics
 from gateway.roster import Swap
-from gateway.rules.engine import Engine, build_rules
+from gateway.rules.engine import Engine
 from gateway.rules.flags import Flagger
+from gateway.rules.registry import build_rules
 from gateway.rules.status import patrol_status
 from gateway.store.sqlite import SqliteStore
 from gateway.timeutil import iso

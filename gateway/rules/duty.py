@@ -10,23 +10,24 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import ClassVar
 
 from gateway import messages
 from gateway.config.models import Role
 from gateway.config.site import Site
 from gateway.events import Event, HandoverConfirmed, Scan, SwapRegistered
 from gateway.roster import Roster, Swap
-from gateway.rules.engine import RuleContext
+from gateway.rules.base import Clearing, RuleContext, RuleId, RuleSpec, Severity
 from gateway.rules.patrol_time import patrol_time
 from gateway.timeutil import iso
 
-ABSENT = "duty.absent"
-UNREGISTERED_SWAP = "duty.unregistered_swap"
-HANDOVER_OVERDUE = "handover.overdue"
-HOURS_SHORT = "patrol.hours_short"
-KEY_POST_MISSED = "patrol.key_post_missed"
-HOURS_AT_RISK = "patrol.hours_at_risk"
-KEY_POST_AT_RISK = "patrol.key_post_at_risk"
+ABSENT = RuleId.duty_absent
+UNREGISTERED_SWAP = RuleId.duty_unregistered_swap
+HANDOVER_OVERDUE = RuleId.handover_overdue
+HOURS_SHORT = RuleId.patrol_hours_short
+KEY_POST_MISSED = RuleId.patrol_key_post_missed
+HOURS_AT_RISK = RuleId.patrol_hours_at_risk
+KEY_POST_AT_RISK = RuleId.patrol_key_post_at_risk
 
 CHECK_IN_LEAD = dt.timedelta(minutes=30)  # the window opens 30 min before day_starts (§5)
 
@@ -55,6 +56,17 @@ class Signed:
 
 class DutyRules:
     """Duty, handover and patrol rules for one site."""
+
+    specs: ClassVar[tuple[RuleSpec, ...]] = (
+        RuleSpec(ABSENT, Severity.critical, Clearing.clears),
+        RuleSpec(UNREGISTERED_SWAP, Severity.warning, Clearing.never),
+        RuleSpec(HANDOVER_OVERDUE, Severity.warning, Clearing.within_duty_day),
+        RuleSpec(HOURS_SHORT, Severity.critical, Clearing.never),
+        RuleSpec(KEY_POST_MISSED, Severity.warning, Clearing.never),
+        # The early warnings clear by themselves: when met, and at their deadline at the latest.
+        RuleSpec(HOURS_AT_RISK, Severity.info, Clearing.clears),
+        RuleSpec(KEY_POST_AT_RISK, Severity.info, Clearing.clears),
+    )
 
     def __init__(
         self, site: Site, roster: Roster, start: dt.datetime, early_warnings: bool
@@ -227,7 +239,7 @@ class DutyRules:
             ctx.raise_(
                 HANDOVER_OVERDUE,
                 day.isoformat(),
-                "warning",
+                Severity.warning,
                 messages.for_site(self.site, HANDOVER_OVERDUE, date=day.isoformat()),
                 {
                     "date": day.isoformat(),
@@ -279,7 +291,7 @@ class DutyRules:
                 ctx.raise_(
                     UNREGISTERED_SWAP,
                     rostered,
-                    "warning",
+                    Severity.warning,
                     messages.for_site(
                         self.site,
                         "duty.unregistered_swap.late",
@@ -302,7 +314,7 @@ class DutyRules:
         ctx.raise_(
             ABSENT,
             manager,
-            "critical",
+            Severity.critical,
             messages.for_site(
                 self.site,
                 ABSENT,
@@ -325,7 +337,7 @@ class DutyRules:
             ctx.raise_(
                 UNREGISTERED_SWAP,
                 manager,
-                "warning",
+                Severity.warning,
                 messages.for_site(
                     self.site,
                     "duty.unregistered_swap.stand_in",
@@ -347,7 +359,7 @@ class DutyRules:
             ctx.raise_(
                 HOURS_SHORT,
                 manager,
-                "critical",
+                Severity.critical,
                 messages.for_site(
                     self.site,
                     HOURS_SHORT,
@@ -372,7 +384,7 @@ class DutyRules:
                 ctx.raise_(
                     KEY_POST_MISSED,
                     post,
-                    "warning",
+                    Severity.warning,
                     messages.for_site(self.site, KEY_POST_MISSED, post=self.site.posts[post].name),
                     {"date": day.isoformat(), "manager": self.roster.manager(day, ctx.now)},
                 )
@@ -388,7 +400,7 @@ class DutyRules:
                     ctx.raise_(
                         KEY_POST_AT_RISK,
                         post,
-                        "info",
+                        Severity.info,
                         messages.for_site(
                             self.site, KEY_POST_AT_RISK, post=self.site.posts[post].name
                         ),
@@ -407,7 +419,7 @@ class DutyRules:
             ctx.raise_(
                 HOURS_AT_RISK,
                 manager,
-                "info",
+                Severity.info,
                 messages.for_site(
                     self.site,
                     HOURS_AT_RISK,

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import ClassVar
 
 from gateway import messages
 from gateway.config.models import ENGINEERING_ROLES, Metric
 from gateway.config.site import Site
 from gateway.events import Event, Reading, Scan
-from gateway.rules.engine import RuleContext
+from gateway.rules.base import Clearing, RuleContext, RuleId, RuleSpec, Severity
 from gateway.timeutil import iso
 
-OUT_OF_RANGE = "equipment.out_of_range"
-STALE = "equipment.stale"
+OUT_OF_RANGE = RuleId.equipment_out_of_range
+STALE = RuleId.equipment_stale
 
 
 def is_out(metric: Metric, value: float | bool) -> bool:
@@ -61,6 +62,11 @@ class _MetricState:
 class EquipmentRules:
     """Out-of-range with duration, hysteresis and latch; staleness per equipment."""
 
+    specs: ClassVar[tuple[RuleSpec, ...]] = (
+        RuleSpec(OUT_OF_RANGE, None, Clearing.clears),  # severity: the metric's
+        RuleSpec(STALE, Severity.warning, Clearing.clears),
+    )
+
     def __init__(self, site: Site, start: dt.datetime) -> None:
         self.site = site
         self.state: dict[tuple[str, str], _MetricState] = {
@@ -107,7 +113,7 @@ class EquipmentRules:
                 ctx.raise_(
                     STALE,
                     eq,
-                    "warning",
+                    Severity.warning,
                     messages.for_site(
                         self.site, STALE, equipment=self.site.equipment[eq].name, seconds=seconds
                     ),
@@ -160,7 +166,7 @@ class EquipmentRules:
         ctx.raise_(
             OUT_OF_RANGE,
             f"{eq}.{name}",
-            metric.severity.value,
+            metric.severity,
             messages.for_site(
                 self.site,
                 OUT_OF_RANGE,

@@ -11,7 +11,8 @@ import yaml
 from gateway.alerts import AlertBook, Transition
 from gateway.config import Site, parse_site
 from gateway.events import Event, Reading, Scan
-from gateway.rules.engine import Engine, Rule
+from gateway.rules.base import Rule
+from gateway.rules.engine import Engine
 
 BASE: dict[str, Any] = {
     "site": {"id": "t", "name": "T", "timezone": "Asia/Shanghai", "locale": "en"},

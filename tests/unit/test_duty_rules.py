@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from gateway.config import Site
 from gateway.events import Scan, SwapRegistered
 from gateway.roster import Roster
+from gateway.rules.base import Rule
 from gateway.rules.duty import DutyRules
-from gateway.rules.engine import Rule
 from gateway.rules.patrol_time import patrol_time, sessions
 from tests.unit.ruleharness import BASE, Driver, make_site
 

@@ -6,7 +6,7 @@ import datetime as dt
 
 from gateway.config import Site
 from gateway.events import Reading, Scan
-from gateway.rules.engine import Rule
+from gateway.rules.base import Rule
 from gateway.rules.equipment import EquipmentRules
 from gateway.rules.rounds import Rounds
 from tests.unit.ruleharness import Driver, make_site
