@@ -6,15 +6,24 @@ event at instant t is handled before the deadlines at t fire; deadlines before t
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import TypeVar
 
 from gateway.alerts.book import AlertBook, Transition
 from gateway.config.site import Site
-from gateway.events import Event
+from gateway.events import DeviceStatus, Event, Reading, Scan
 from gateway.rules.base import Rule, RuleContext
 
 T = TypeVar("T")
+
+
+def rule_time(event: Event, at: dt.datetime) -> Event:
+    """`event` with its time no later than its receive time (or `at`, for a command)."""
+    received = event.received_at if isinstance(event, Scan | Reading | DeviceStatus) else at
+    if event.time <= received:
+        return event
+    return dataclasses.replace(event, time=received)
 
 
 class Engine:
@@ -39,7 +48,12 @@ class Engine:
         Then the deadlines within the grace but before the event's own time fire: a scan
         stamped 09:00:00 that arrives a second later counts as on time for 09:00 (§5), and one
         stamped 09:00:01 comes after the 09:00 deadline, whenever it arrives.
+
+        The rules see the event at its rule time (§1): the earlier of its `ts` and its receive
+        time. A stamp slightly ahead of the gateway's clock is kept for the record, but what
+        the message completes or clears happens when it is handled, never later.
         """
+        event = rule_time(event, at)
         out = self._advance(at - grace, inclusive=False)
         out += self._advance(min(at, event.time), inclusive=False)
         self.now = max(self.now, at)

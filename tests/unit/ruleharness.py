@@ -116,17 +116,23 @@ class Driver:
     def event(self, event: Event, received: dt.datetime | None = None) -> list[Row]:
         return self._keep(self.engine.process(event, received or event.time))
 
-    def scan(self, who: str, reader: str, local: str) -> list[Row]:
+    def scan(self, who: str, reader: str, local: str, received: str | None = None) -> list[Row]:
+        """A scan stamped `local`, received then or at `received` (late, or stamped ahead)."""
         t = self.t(local)
+        r = t if received is None else self.t(received)
         person = self.site.person_for("qr", who.upper())
         post = self.site.reader_post[reader].id
         return self.event(
-            Scan(reader, post, who.upper(), "qr", None if person is None else person.id, t, t)
+            Scan(reader, post, who.upper(), "qr", None if person is None else person.id, t, r), r
         )
 
-    def reading(self, equipment: str, local: str, **values: float | bool) -> list[Row]:
+    def reading(
+        self, equipment: str, local: str, received: str | None = None, **values: float | bool
+    ) -> list[Row]:
+        """A reading stamped `local`, received then or at `received`."""
         t = self.t(local)
-        return self.event(Reading(equipment, dict(values), t, t))
+        r = t if received is None else self.t(received)
+        return self.event(Reading(equipment, dict(values), t, r), r)
 
     def until(self, local: str) -> list[Row]:
         return self._keep(self.engine.advance(self.t(local)))

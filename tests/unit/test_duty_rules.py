@@ -418,3 +418,40 @@ def test_site_without_roster_misses_no_key_posts() -> None:
     d = Driver(make_site(roster=None), f"{TUE} 07:00", duty())
     d.until(f"{WED} 12:00")
     assert d.rows == []
+
+
+# -- trusted skew: a stamp slightly ahead counts at its receive time (§1) ---------------------
+
+
+def test_scan_stamped_ahead_counts_at_its_receive_time_for_the_check_in() -> None:
+    """Received 08:59, stamped 09:01: on time for 09:00; the deadline must not fire as absent."""
+    d = Driver(make_site(), f"{TUE} 07:00", duty())
+    d.scan("ann", "mc", f"{TUE} 08:20")
+    d.scan("bob", "mc", f"{TUE} 09:01", received=f"{TUE} 08:59")
+    d.until(f"{TUE} 12:00")
+    assert only(d.rows, "duty.absent", "handover.overdue") == []
+
+
+def test_scan_stamped_ahead_adds_no_patrol_time_after_its_receive_time() -> None:
+    """A session 10:00 → received 13:59 (stamped 14:01) is 3:59, not 4:01: hours_short fires."""
+    d = Driver(make_site(), f"{TUE} 07:00", duty())
+    handover_ok(d)
+    patrol(d, TUE, [0, 30, 60, 90, 120, 150, 180, 210, 220])
+    d.scan("bob", "fd", f"{TUE} 14:01", received=f"{TUE} 13:59")
+    d.until(f"{TUE} 18:00")
+    assert only(d.rows, "patrol.hours_short") == [
+        ("11-24 18:00:00", "patrol.hours_short", "bob", "open")
+    ]
+
+
+def test_completing_scan_stamped_ahead_clears_when_it_is_handled() -> None:
+    """Stamped 09:11, received 09:10: the overdue handover closes at 09:10, not at the next
+    message."""
+    d = Driver(make_site(), f"{TUE} 07:00", duty())
+    d.scan("bob", "mc", f"{TUE} 08:40")
+    d.until(f"{TUE} 09:05")
+    d.scan("ann", "mc", f"{TUE} 09:11", received=f"{TUE} 09:10")
+    assert only(d.rows, "handover.overdue") == [
+        ("11-24 09:00:00", "handover.overdue", TUE, "open"),
+        ("11-24 09:10:00", "handover.overdue", TUE, "closed"),
+    ]
