@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from gateway import messages
+from gateway.alerts.book import AlertBook
 from gateway.config.models import Role
 from gateway.config.site import Site
 from gateway.events import Event, HandoverConfirmed, Scan, SwapRegistered
@@ -85,7 +86,12 @@ class DutyRules:
         self.handover_post = duty.handover_post
         # Scans of the last three duty days, by person: every question is about one person.
         self.scans: dict[str, list[Signed]] = {}
-        self.confirmed: set[dt.date] = set()
+        # Handover into a day: who confirmed it (each stands for that manager's scan, rule 3),
+        # and for each day whose handover.overdue is open, everyone who has signed at the
+        # handover post since its day_starts − 30 min (kept beyond the three days of scans).
+        self.confirmed: dict[dt.date, set[str]] = {}
+        self.overdue: dict[dt.date, set[str]] = {}
+        self._book: AlertBook | None = None  # the book `overdue` was last seeded from
         # Deadlines up to here are decided; one at the very start instant is still due.
         self.fired_until = start - dt.timedelta(microseconds=1)
         # next_deadline() is asked before every event; its answer changes only with a scan,
@@ -120,15 +126,19 @@ class DutyRules:
         """The manager handing over into `day`: the duty manager of the day before."""
         return self.roster.manager(day - dt.timedelta(days=1), at)
 
+    def handover_parties(self, day: dt.date, at: dt.datetime) -> tuple[str | None, str | None]:
+        """The (outgoing, incoming) managers of the handover into `day`, as known at `at`."""
+        return self.outgoing(day, at), self.roster.manager(day, at)
+
     def handover_done(self, day: dt.date, at: dt.datetime) -> bool:
         """Both managers scanned at the handover post since day_starts − 30 min, or confirmed."""
-        if day in self.confirmed:
-            return True
         since = self.cal.day_start(day) - CHECK_IN_LEAD
-        needed = {m for m in (self.outgoing(day, at), self.roster.manager(day, at)) if m}
+        signed = self.confirmed.get(day, set()) | self.overdue.get(day, set())
         return all(
-            any(s.post == self.handover_post for s in self.scans_of(person, since, at))
-            for person in needed
+            person in signed
+            or any(s.post == self.handover_post for s in self.scans_of(person, since, at))
+            for person in self.handover_parties(day, at)
+            if person is not None
         )
 
     def patrolled(self, day: dt.date, at: dt.datetime) -> dt.timedelta:
@@ -174,14 +184,15 @@ class DutyRules:
             and self.site.has_role(event.person, [Role.duty_manager])
         ):
             self._next_known = False
+        self._seed(ctx)
         if isinstance(event, Scan) and event.person is not None:
             self._on_scan(ctx, Signed(event.time, event.person, event.post))
         elif isinstance(event, SwapRegistered):
             swap = Swap.live(event)
             self._swap_takes_effect(ctx, swap, register=True)
         elif isinstance(event, HandoverConfirmed):
-            self.confirmed.add(event.date)
-            self._recheck_handover(ctx, event.date)
+            self.confirmed.setdefault(event.date, set()).add(event.by)
+            self._recheck_handovers(ctx)
 
     def next_deadline(self) -> dt.datetime | None:
         """The earliest pending instant after `fired_until`."""
@@ -193,6 +204,7 @@ class DutyRules:
 
     def on_deadline(self, ctx: RuleContext) -> None:
         """Decide everything due up to `ctx.now`, in time order."""
+        self._seed(ctx)
         due = sorted(
             (d for d in self._candidates() if self.fired_until < d.at <= ctx.now),
             key=lambda d: (d.at, d.kind),
@@ -236,6 +248,7 @@ class DutyRules:
         elif deadline.kind == "check_in_deadline":
             self._check_in(ctx, day)
         elif deadline.kind == "handover_deadline" and not self.handover_done(day, ctx.now):
+            self.overdue[day] = self._handover_signers(day)
             ctx.raise_(
                 HANDOVER_OVERDUE,
                 day.isoformat(),
@@ -256,8 +269,11 @@ class DutyRules:
         self.scans.setdefault(scan.person, []).append(scan)
         self._version[scan.person] = self._version.get(scan.person, 0) + 1
         ctx.clear(ABSENT, scan.person)  # their first scan after the deadline (rule 1)
-        for day in {self.cal.day_of(scan.time), self.cal.day_of(scan.time + CHECK_IN_LEAD)}:
-            self._recheck_handover(ctx, day)
+        if scan.post == self.handover_post and self.overdue:
+            for day, signers in self.overdue.items():
+                if scan.time >= self.cal.day_start(day) - CHECK_IN_LEAD:
+                    signers.add(scan.person)
+            self._recheck_handovers(ctx)
         day = self.cal.day_of(scan.time)
         if self.roster.manager(day, ctx.now) == scan.person:
             if self.patrolled(day, ctx.now) >= self.quota:
@@ -265,10 +281,46 @@ class DutyRules:
             if scan.post in self.key_posts:
                 ctx.clear(KEY_POST_AT_RISK, scan.post)
 
-    def _recheck_handover(self, ctx: RuleContext, day: dt.date) -> None:
-        """Close an overdue handover into `day` that is now complete (rule 3)."""
-        if ctx.book.get(HANDOVER_OVERDUE, day.isoformat()) and self.handover_done(day, ctx.now):
-            ctx.clear(HANDOVER_OVERDUE, day.isoformat())
+    def _recheck_handovers(self, ctx: RuleContext) -> None:
+        """Close every overdue handover that is now complete, whatever day it is for (rule 3).
+
+        A handover can complete on a later duty day (a scan, a confirmation), or at once when
+        a late swap changes who the outgoing or incoming manager is.
+        """
+        for day in list(self.overdue):
+            if ctx.book.get(HANDOVER_OVERDUE, day.isoformat()) is None:
+                del self.overdue[day]  # closed by acknowledgement once its day ended (§6)
+            elif self.handover_done(day, ctx.now):
+                ctx.clear(HANDOVER_OVERDUE, day.isoformat())
+                del self.overdue[day]
+
+    def _handover_signers(self, day: dt.date) -> set[str]:
+        """Everyone known to have signed at the handover post since `day` day_starts − 30 min."""
+        since = self.cal.day_start(day) - CHECK_IN_LEAD
+        return {
+            person
+            for person, scans in self.scans.items()
+            if any(s.post == self.handover_post and s.time >= since for s in scans)
+        }
+
+    def _seed(self, ctx: RuleContext) -> None:
+        """Learn the overdue handovers of a book these rules did not raise them in.
+
+        A restart rebuilds the rules on a scratch book and then hands them the stored one, in
+        which a handover of an older day may still be open; it must still clear when it
+        completes. Done once per book, not per event.
+        """
+        if ctx.book is self._book:
+            return
+        self._book = ctx.book
+        for alert in ctx.book.all_open():
+            if alert.rule != HANDOVER_OVERDUE:
+                continue
+            try:
+                day = dt.date.fromisoformat(alert.subject)
+            except ValueError:
+                continue
+            self.overdue.setdefault(day, self._handover_signers(day))
 
     def _swap_takes_effect(self, ctx: RuleContext, swap: Swap, register: bool) -> None:
         before = self.roster.manager(swap.date, swap.registered_at - dt.timedelta(microseconds=1))
@@ -284,7 +336,7 @@ class DutyRules:
             and absent.details.get("date") == swap.date.isoformat()
         ):
             ctx.clear(ABSENT, before)  # the duty of that day is covered (rule 1)
-        self._recheck_handover(ctx, swap.date)
+        self._recheck_handovers(ctx)
         if swap.registered_at > self.cal.day_start(swap.date):
             rostered = self.roster.rostered(swap.date)
             if rostered is not None:
@@ -430,7 +482,10 @@ class DutyRules:
             )
 
     def _prune(self, now: dt.datetime) -> None:
-        horizon = self.cal.day_start(self.cal.day_of(now) - dt.timedelta(days=2))
+        oldest = self.cal.day_of(now) - dt.timedelta(days=2)
+        horizon = self.cal.day_start(oldest)
+        for day in [d for d in self.confirmed if d < oldest and d not in self.overdue]:
+            del self.confirmed[day]
         for person, scans in list(self.scans.items()):
             kept = [s for s in scans if s.time >= horizon]
             if len(kept) == len(scans):
