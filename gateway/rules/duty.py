@@ -92,6 +92,9 @@ class DutyRules:
         self.confirmed: dict[dt.date, set[str]] = {}
         self.overdue: dict[dt.date, set[str]] = {}
         self._book: AlertBook | None = None  # the book `overdue` was last seeded from
+        # Who was warned patrol.hours_at_risk per day: a swap may change the manager before
+        # the deadline that closes the warning.
+        self.hours_warned: dict[dt.date, set[str]] = {}
         # Deadlines up to here are decided; one at the very start instant is still due.
         self.fired_until = start - dt.timedelta(microseconds=1)
         # next_deadline() is asked before every event; its answer changes only with a scan,
@@ -401,6 +404,8 @@ class DutyRules:
             )
 
     def _patrol_deadline(self, ctx: RuleContext, day: dt.date) -> None:
+        for warned in sorted(self.hours_warned.pop(day, set())):
+            ctx.clear(HOURS_AT_RISK, warned)
         manager = self.roster.manager(day, ctx.now)
         if manager is None:
             return
@@ -445,7 +450,8 @@ class DutyRules:
         now = ctx.now
         start = self.cal.day_start(day)
         key_deadline = self.deadline(day, "key_posts_deadline")
-        if key_deadline - self.key_lead <= now < key_deadline:
+        manager = self.roster.manager(day, now)
+        if manager is not None and key_deadline - self.key_lead <= now < key_deadline:
             signed = self.signed_posts(day, now)
             for post in self.key_posts:
                 if post not in signed and ctx.book.get(KEY_POST_AT_RISK, post) is None:
@@ -459,7 +465,6 @@ class DutyRules:
                         {"date": day.isoformat(), "deadline": iso(key_deadline, self.site.tz)},
                     )
         patrol_deadline = self.deadline(day, "patrol_deadline")
-        manager = self.roster.manager(day, now)
         if (
             manager is not None
             and start <= now < patrol_deadline
@@ -468,6 +473,7 @@ class DutyRules:
             and ctx.book.get(HOURS_AT_RISK, manager) is None
         ):
             done = int(self.patrolled(day, now).total_seconds() // 60)
+            self.hours_warned.setdefault(day, set()).add(manager)
             ctx.raise_(
                 HOURS_AT_RISK,
                 manager,

@@ -559,3 +559,38 @@ def test_handover_left_open_before_a_restart_still_clears_when_completed() -> No
     d.scan("bob", "mc", f"{WED} 08:40")
     d.scan("ann", "mc", f"{WED} 09:30")
     assert overdue(d) == [("11-25 09:30:00", "handover.overdue", TUE, "closed")]
+
+
+# -- the early warnings clear by themselves (they are declared so) --------------------------
+
+
+def test_early_warnings_are_closed_by_their_deadline_at_the_latest() -> None:
+    """They are declared clearing, so an ack leaves them open: each must close on its own."""
+    d = Driver(make_site(), f"{TUE} 07:00", duty(early=True))
+    handover_ok(d)
+    d.until(f"{TUE} 18:00")
+    rows = only(d.rows, "patrol.key_post_at_risk", "patrol.hours_at_risk")
+    assert sorted(r[2:] for r in rows) == sorted(
+        [("bob", "open"), ("bob", "closed"), ("front", "open"), ("front", "closed")]
+    )
+
+
+def test_hours_warning_of_a_manager_swapped_out_still_closes_at_the_deadline() -> None:
+    """Bob was warned at 13:00, then cat took the day over: bob's warning must not stay open."""
+    d = Driver(make_site(), f"{TUE} 07:00", duty(early=True))
+    handover_ok(d)
+    d.until(f"{TUE} 13:30")
+    d.event(SwapRegistered(dt.date(2026, 11, 24), "cat", d.t(f"{TUE} 14:00")))
+    d.until(f"{TUE} 18:00")
+    bob = [r for r in d.rows if r[1] == "patrol.hours_at_risk" and r[2] == "bob"]
+    assert bob == [
+        ("11-24 13:00:00", "patrol.hours_at_risk", "bob", "open"),
+        ("11-24 18:00:00", "patrol.hours_at_risk", "bob", "closed"),
+    ]
+
+
+def test_site_without_roster_warns_of_no_key_post() -> None:
+    """Nobody's signature is missing, so nothing is at risk (it would never close)."""
+    d = Driver(make_site(roster=None), f"{TUE} 07:00", duty(early=True))
+    d.until(f"{WED} 12:00")
+    assert d.rows == []
