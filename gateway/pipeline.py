@@ -38,8 +38,9 @@ from gateway.ingest.decode import Decoder, reason_text
 from gateway.ingest.topics import Topics
 from gateway.roster import Swap
 from gateway.rules.duty import DutyRules
-from gateway.rules.engine import Engine, build_rules
+from gateway.rules.engine import Engine
 from gateway.rules.flags import Flagger
+from gateway.rules.registry import build_rules, closes_on_acknowledge
 from gateway.rules.status import patrol_status
 from gateway.store.sqlite import SqliteStore, StoredCommand
 from gateway.timeutil import iso
@@ -344,7 +345,7 @@ class Pipeline:
         if action == "handover.confirm":
             day = command.date()
             duty = self._duty()
-            parties = {duty.outgoing(day, at), duty.roster.manager(day, at)}
+            parties = set(duty.handover_parties(day, at))
             if by not in parties:
                 names = ", ".join(sorted(p for p in parties if p))
                 raise CommandError(
@@ -481,26 +482,6 @@ class Pipeline:
 
 
 MAX_REASON_CHARS = 300
-
-# Rules that do not clear by themselves; an acknowledgement closes them (contract §6).
-NON_CLEARING = frozenset(
-    {
-        "scan.unknown_credential",
-        "duty.unregistered_swap",
-        "patrol.hours_short",
-        "patrol.key_post_missed",
-        "incident.major",
-    }
-)
-
-
-def closes_on_acknowledge(alert: Alert, at: dt.datetime, site: Site) -> bool:
-    """A rule that does not clear closes when acknowledged; so does a `handover.overdue` whose
-    duty day has ended (§6)."""
-    if alert.rule == "handover.overdue":
-        day = dt.date.fromisoformat(alert.subject)
-        return at >= site.calendar.day_start(day + dt.timedelta(days=1))
-    return alert.rule in NON_CLEARING
 
 
 def command_event(stored: StoredCommand, site: Site) -> Event | None:

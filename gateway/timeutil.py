@@ -8,6 +8,10 @@ from zoneinfo import ZoneInfo
 
 UTC = dt.UTC
 _MS_EPOCH_THRESHOLD = 10**11  # contract §1: larger epochs are milliseconds
+# Contract §1: instants before 2000 or from 2100 on are refused. Every instant taken is then
+# one the engine, the store and the calendar can shift by days without overflowing.
+EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+END = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
 
 
 class BadTime(ValueError):
@@ -15,7 +19,19 @@ class BadTime(ValueError):
 
 
 def parse_instant(value: object, tz: dt.tzinfo) -> dt.datetime:
-    """Read an ISO 8601 string or an epoch number; a naive ISO time is local to `tz`."""
+    """Read an ISO 8601 string or an epoch number; a naive ISO time is local to `tz`.
+
+    The instant is in UTC and within [2000-01-01, 2100-01-01) UTC; anything else is `BadTime`.
+    """
+    instant = _read_instant(value, tz)
+    if not EARLIEST <= instant < END:
+        raise BadTime(
+            f"{str(value)[:40]!r} is outside the years 2000–2099 that a time may take (§1)"
+        )
+    return instant
+
+
+def _read_instant(value: object, tz: dt.tzinfo) -> dt.datetime:
     if isinstance(value, bool):
         raise BadTime("a time must be ISO 8601 text or epoch seconds, not true/false")
     if isinstance(value, int | float):
@@ -43,7 +59,10 @@ def parse_instant(value: object, tz: dt.tzinfo) -> dt.datetime:
             ) from exc
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=tz)
-        return parsed.astimezone(UTC)
+        try:
+            return parsed.astimezone(UTC)
+        except (OverflowError, ValueError) as exc:  # year 1 or 9999 with an offset
+            raise BadTime(f"{value[:40]!r} is out of range") from exc
     raise BadTime(f"a time must be ISO 8601 text or epoch seconds, not {type(value).__name__}")
 
 

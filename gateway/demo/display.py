@@ -137,6 +137,7 @@ _CHANGES = {
     "update": ("↻", "更新/update"),
     "acknowledged": ("☑", "确认/acknowledged"),
     "closed": ("✓", "关闭/closed"),
+    "cleared": ("✓", "关闭/closed"),
 }
 _SEVERITY = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
 
@@ -152,12 +153,16 @@ def _transition_line(site: Site, shown: _Shown) -> str:
     record = shown.record
     at = dt.datetime.fromtimestamp(shown.at, dt.UTC).astimezone(site.tz)
     mark, label = _CHANGES.get(shown.change, ("·", shown.change))
-    style = "green" if shown.change == "closed" else _SEVERITY.get(str(record.get("severity")), "")
+    style = (
+        "green"
+        if shown.change in ("closed", "cleared")
+        else _SEVERITY.get(str(record.get("severity")), "")
+    )
     what = f"{escape(str(record.get('rule')))} [bold]{escape(str(record.get('subject')))}[/]"
     when = f"{mark} {at:%H:%M} {label}"
     head = f"[{style}]{when}[/] {what}" if style else f"{when} {what}"
     message = escape(str(record.get("message", "")))
-    if shown.change == "closed":
+    if shown.change in ("closed", "cleared"):
         raised = dt.datetime.fromisoformat(str(record["raised_at"]))
         minutes = round((at - raised).total_seconds() / 60)
         return f"{head} [dim]持续/lasted {minutes} min — {message}[/]"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import math
 from typing import Any
 
@@ -20,6 +21,8 @@ from gateway.events import (
 )
 from gateway.ingest.topics import Topics
 from gateway.timeutil import BadTime, parse_instant
+
+log = logging.getLogger(__name__)
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_CREDENTIAL_CHARS = 256
@@ -65,6 +68,8 @@ class Decoder:
         except _Refused as exc:
             return Decoded(rejections=(self._reject(msg, exc.code, exc.detail),))
         except Exception as exc:
+            # A bug here, not a bad message: refuse it so the site goes on, and say so loudly.
+            log.exception("decoder bug on %s (payload %r)", msg.topic, msg.payload[:120])
             detail = f"internal error while decoding ({type(exc).__name__}); please report it"
             return Decoded(rejections=(self._reject(msg, "bad_field", detail),))
 
@@ -183,13 +188,18 @@ class Decoder:
 
     def _status(self, device: str, msg: Message) -> DeviceStatus:
         text = _text(msg).strip()
-        state: object = text.lower()
+        state: object = text
         ts: object = None
         if text.startswith("{"):
             body = _json_object(msg)
             state, ts = body.get("state"), body.get("ts")
-        elif text.startswith('"') and text.endswith('"'):
-            state = text[1:-1].strip().lower()  # a JSON string: "offline"
+        elif text.startswith('"'):
+            try:
+                state = json.loads(text)  # a JSON string: "offline"
+            except ValueError as exc:
+                raise _Refused("bad_json", f"not a JSON string: {str(exc)[:120]}") from exc
+        if isinstance(state, str):
+            state = state.strip().lower()  # any letter case, in every form (§2)
         if state not in ("online", "offline"):
             raise _Refused("bad_field", f'status must be "online" or "offline", not {_show(state)}')
         time = msg.received_at

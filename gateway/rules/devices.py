@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import ClassVar
 
 from gateway import messages
 from gateway.events import DeviceStatus, Event, Scan
-from gateway.rules.engine import RuleContext
+from gateway.rules.base import Clearing, RuleContext, RuleId, RuleSpec, Severity
 
-DEVICE_OFFLINE = "device.offline"
-UNKNOWN_CREDENTIAL = "scan.unknown_credential"
+DEVICE_OFFLINE = RuleId.device_offline
+UNKNOWN_CREDENTIAL = RuleId.scan_unknown_credential
 
 
 def _where(ctx: RuleContext, device: str) -> str:
@@ -23,6 +24,10 @@ def _where(ctx: RuleContext, device: str) -> str:
 class DeviceOffline:
     """Rule 9: a device's status says offline → raised; online clears."""
 
+    specs: ClassVar[tuple[RuleSpec, ...]] = (
+        RuleSpec(DEVICE_OFFLINE, Severity.warning, Clearing.clears),
+    )
+
     def on_event(self, ctx: RuleContext, event: Event) -> None:
         """Follow the retained status of readers and equipment."""
         if not isinstance(event, DeviceStatus):
@@ -34,7 +39,7 @@ class DeviceOffline:
             ctx.raise_(
                 DEVICE_OFFLINE,
                 event.device,
-                "warning",
+                Severity.warning,
                 messages.text(
                     ctx.site.config.site.locale, DEVICE_OFFLINE, device=event.device, where=where
                 ),
@@ -52,6 +57,10 @@ class DeviceOffline:
 class UnknownCredential:
     """Rule 10: a credential that belongs to nobody → raised per reader; does not clear."""
 
+    specs: ClassVar[tuple[RuleSpec, ...]] = (
+        RuleSpec(UNKNOWN_CREDENTIAL, Severity.warning, Clearing.never),
+    )
+
     def on_event(self, ctx: RuleContext, event: Event) -> None:
         """Raise, or update the open alert with the latest credential and a count."""
         if not isinstance(event, Scan) or event.person is not None:
@@ -62,7 +71,7 @@ class UnknownCredential:
         ctx.raise_(
             UNKNOWN_CREDENTIAL,
             event.reader,
-            "warning",
+            Severity.warning,
             messages.text(
                 ctx.site.config.site.locale,
                 UNKNOWN_CREDENTIAL,

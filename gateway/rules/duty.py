@@ -10,23 +10,25 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import ClassVar
 
 from gateway import messages
+from gateway.alerts.book import AlertBook
 from gateway.config.models import Role
 from gateway.config.site import Site
 from gateway.events import Event, HandoverConfirmed, Scan, SwapRegistered
 from gateway.roster import Roster, Swap
-from gateway.rules.engine import RuleContext
+from gateway.rules.base import Clearing, RuleContext, RuleId, RuleSpec, Severity
 from gateway.rules.patrol_time import patrol_time
 from gateway.timeutil import iso
 
-ABSENT = "duty.absent"
-UNREGISTERED_SWAP = "duty.unregistered_swap"
-HANDOVER_OVERDUE = "handover.overdue"
-HOURS_SHORT = "patrol.hours_short"
-KEY_POST_MISSED = "patrol.key_post_missed"
-HOURS_AT_RISK = "patrol.hours_at_risk"
-KEY_POST_AT_RISK = "patrol.key_post_at_risk"
+ABSENT = RuleId.duty_absent
+UNREGISTERED_SWAP = RuleId.duty_unregistered_swap
+HANDOVER_OVERDUE = RuleId.handover_overdue
+HOURS_SHORT = RuleId.patrol_hours_short
+KEY_POST_MISSED = RuleId.patrol_key_post_missed
+HOURS_AT_RISK = RuleId.patrol_hours_at_risk
+KEY_POST_AT_RISK = RuleId.patrol_key_post_at_risk
 
 CHECK_IN_LEAD = dt.timedelta(minutes=30)  # the window opens 30 min before day_starts (§5)
 
@@ -56,6 +58,17 @@ class Signed:
 class DutyRules:
     """Duty, handover and patrol rules for one site."""
 
+    specs: ClassVar[tuple[RuleSpec, ...]] = (
+        RuleSpec(ABSENT, Severity.critical, Clearing.clears),
+        RuleSpec(UNREGISTERED_SWAP, Severity.warning, Clearing.never),
+        RuleSpec(HANDOVER_OVERDUE, Severity.warning, Clearing.within_duty_day),
+        RuleSpec(HOURS_SHORT, Severity.critical, Clearing.never),
+        RuleSpec(KEY_POST_MISSED, Severity.warning, Clearing.never),
+        # The early warnings clear by themselves: when met, and at their deadline at the latest.
+        RuleSpec(HOURS_AT_RISK, Severity.info, Clearing.clears),
+        RuleSpec(KEY_POST_AT_RISK, Severity.info, Clearing.clears),
+    )
+
     def __init__(
         self, site: Site, roster: Roster, start: dt.datetime, early_warnings: bool
     ) -> None:
@@ -73,7 +86,15 @@ class DutyRules:
         self.handover_post = duty.handover_post
         # Scans of the last three duty days, by person: every question is about one person.
         self.scans: dict[str, list[Signed]] = {}
-        self.confirmed: set[dt.date] = set()
+        # Handover into a day: who confirmed it (each stands for that manager's scan, rule 3),
+        # and for each day whose handover.overdue is open, everyone who has signed at the
+        # handover post since its day_starts − 30 min (kept beyond the three days of scans).
+        self.confirmed: dict[dt.date, set[str]] = {}
+        self.overdue: dict[dt.date, set[str]] = {}
+        self._book: AlertBook | None = None  # the book `overdue` was last seeded from
+        # Who was warned patrol.hours_at_risk per day: a swap may change the manager before
+        # the deadline that closes the warning.
+        self.hours_warned: dict[dt.date, set[str]] = {}
         # Deadlines up to here are decided; one at the very start instant is still due.
         self.fired_until = start - dt.timedelta(microseconds=1)
         # next_deadline() is asked before every event; its answer changes only with a scan,
@@ -108,15 +129,19 @@ class DutyRules:
         """The manager handing over into `day`: the duty manager of the day before."""
         return self.roster.manager(day - dt.timedelta(days=1), at)
 
+    def handover_parties(self, day: dt.date, at: dt.datetime) -> tuple[str | None, str | None]:
+        """The (outgoing, incoming) managers of the handover into `day`, as known at `at`."""
+        return self.outgoing(day, at), self.roster.manager(day, at)
+
     def handover_done(self, day: dt.date, at: dt.datetime) -> bool:
         """Both managers scanned at the handover post since day_starts − 30 min, or confirmed."""
-        if day in self.confirmed:
-            return True
         since = self.cal.day_start(day) - CHECK_IN_LEAD
-        needed = {m for m in (self.outgoing(day, at), self.roster.manager(day, at)) if m}
+        signed = self.confirmed.get(day, set()) | self.overdue.get(day, set())
         return all(
-            any(s.post == self.handover_post for s in self.scans_of(person, since, at))
-            for person in needed
+            person in signed
+            or any(s.post == self.handover_post for s in self.scans_of(person, since, at))
+            for person in self.handover_parties(day, at)
+            if person is not None
         )
 
     def patrolled(self, day: dt.date, at: dt.datetime) -> dt.timedelta:
@@ -162,14 +187,15 @@ class DutyRules:
             and self.site.has_role(event.person, [Role.duty_manager])
         ):
             self._next_known = False
+        self._seed(ctx)
         if isinstance(event, Scan) and event.person is not None:
             self._on_scan(ctx, Signed(event.time, event.person, event.post))
         elif isinstance(event, SwapRegistered):
             swap = Swap.live(event)
             self._swap_takes_effect(ctx, swap, register=True)
         elif isinstance(event, HandoverConfirmed):
-            self.confirmed.add(event.date)
-            self._recheck_handover(ctx, event.date)
+            self.confirmed.setdefault(event.date, set()).add(event.by)
+            self._recheck_handovers(ctx)
 
     def next_deadline(self) -> dt.datetime | None:
         """The earliest pending instant after `fired_until`."""
@@ -181,6 +207,7 @@ class DutyRules:
 
     def on_deadline(self, ctx: RuleContext) -> None:
         """Decide everything due up to `ctx.now`, in time order."""
+        self._seed(ctx)
         due = sorted(
             (d for d in self._candidates() if self.fired_until < d.at <= ctx.now),
             key=lambda d: (d.at, d.kind),
@@ -224,10 +251,11 @@ class DutyRules:
         elif deadline.kind == "check_in_deadline":
             self._check_in(ctx, day)
         elif deadline.kind == "handover_deadline" and not self.handover_done(day, ctx.now):
+            self.overdue[day] = self._handover_signers(day)
             ctx.raise_(
                 HANDOVER_OVERDUE,
                 day.isoformat(),
-                "warning",
+                Severity.warning,
                 messages.for_site(self.site, HANDOVER_OVERDUE, date=day.isoformat()),
                 {
                     "date": day.isoformat(),
@@ -244,8 +272,11 @@ class DutyRules:
         self.scans.setdefault(scan.person, []).append(scan)
         self._version[scan.person] = self._version.get(scan.person, 0) + 1
         ctx.clear(ABSENT, scan.person)  # their first scan after the deadline (rule 1)
-        for day in {self.cal.day_of(scan.time), self.cal.day_of(scan.time + CHECK_IN_LEAD)}:
-            self._recheck_handover(ctx, day)
+        if scan.post == self.handover_post and self.overdue:
+            for day, signers in self.overdue.items():
+                if scan.time >= self.cal.day_start(day) - CHECK_IN_LEAD:
+                    signers.add(scan.person)
+            self._recheck_handovers(ctx)
         day = self.cal.day_of(scan.time)
         if self.roster.manager(day, ctx.now) == scan.person:
             if self.patrolled(day, ctx.now) >= self.quota:
@@ -253,10 +284,46 @@ class DutyRules:
             if scan.post in self.key_posts:
                 ctx.clear(KEY_POST_AT_RISK, scan.post)
 
-    def _recheck_handover(self, ctx: RuleContext, day: dt.date) -> None:
-        """Close an overdue handover into `day` that is now complete (rule 3)."""
-        if ctx.book.get(HANDOVER_OVERDUE, day.isoformat()) and self.handover_done(day, ctx.now):
-            ctx.clear(HANDOVER_OVERDUE, day.isoformat())
+    def _recheck_handovers(self, ctx: RuleContext) -> None:
+        """Close every overdue handover that is now complete, whatever day it is for (rule 3).
+
+        A handover can complete on a later duty day (a scan, a confirmation), or at once when
+        a late swap changes who the outgoing or incoming manager is.
+        """
+        for day in list(self.overdue):
+            if ctx.book.get(HANDOVER_OVERDUE, day.isoformat()) is None:
+                del self.overdue[day]  # closed by acknowledgement once its day ended (§6)
+            elif self.handover_done(day, ctx.now):
+                ctx.clear(HANDOVER_OVERDUE, day.isoformat())
+                del self.overdue[day]
+
+    def _handover_signers(self, day: dt.date) -> set[str]:
+        """Everyone known to have signed at the handover post since `day` day_starts − 30 min."""
+        since = self.cal.day_start(day) - CHECK_IN_LEAD
+        return {
+            person
+            for person, scans in self.scans.items()
+            if any(s.post == self.handover_post and s.time >= since for s in scans)
+        }
+
+    def _seed(self, ctx: RuleContext) -> None:
+        """Learn the overdue handovers of a book these rules did not raise them in.
+
+        A restart rebuilds the rules on a scratch book and then hands them the stored one, in
+        which a handover of an older day may still be open; it must still clear when it
+        completes. Done once per book, not per event.
+        """
+        if ctx.book is self._book:
+            return
+        self._book = ctx.book
+        for alert in ctx.book.all_open():
+            if alert.rule != HANDOVER_OVERDUE:
+                continue
+            try:
+                day = dt.date.fromisoformat(alert.subject)
+            except ValueError:
+                continue
+            self.overdue.setdefault(day, self._handover_signers(day))
 
     def _swap_takes_effect(self, ctx: RuleContext, swap: Swap, register: bool) -> None:
         before = self.roster.manager(swap.date, swap.registered_at - dt.timedelta(microseconds=1))
@@ -272,14 +339,14 @@ class DutyRules:
             and absent.details.get("date") == swap.date.isoformat()
         ):
             ctx.clear(ABSENT, before)  # the duty of that day is covered (rule 1)
-        self._recheck_handover(ctx, swap.date)
+        self._recheck_handovers(ctx)
         if swap.registered_at > self.cal.day_start(swap.date):
             rostered = self.roster.rostered(swap.date)
             if rostered is not None:
                 ctx.raise_(
                     UNREGISTERED_SWAP,
                     rostered,
-                    "warning",
+                    Severity.warning,
                     messages.for_site(
                         self.site,
                         "duty.unregistered_swap.late",
@@ -302,7 +369,7 @@ class DutyRules:
         ctx.raise_(
             ABSENT,
             manager,
-            "critical",
+            Severity.critical,
             messages.for_site(
                 self.site,
                 ABSENT,
@@ -325,7 +392,7 @@ class DutyRules:
             ctx.raise_(
                 UNREGISTERED_SWAP,
                 manager,
-                "warning",
+                Severity.warning,
                 messages.for_site(
                     self.site,
                     "duty.unregistered_swap.stand_in",
@@ -337,6 +404,8 @@ class DutyRules:
             )
 
     def _patrol_deadline(self, ctx: RuleContext, day: dt.date) -> None:
+        for warned in sorted(self.hours_warned.pop(day, set())):
+            ctx.clear(HOURS_AT_RISK, warned)
         manager = self.roster.manager(day, ctx.now)
         if manager is None:
             return
@@ -347,7 +416,7 @@ class DutyRules:
             ctx.raise_(
                 HOURS_SHORT,
                 manager,
-                "critical",
+                Severity.critical,
                 messages.for_site(
                     self.site,
                     HOURS_SHORT,
@@ -372,7 +441,7 @@ class DutyRules:
                 ctx.raise_(
                     KEY_POST_MISSED,
                     post,
-                    "warning",
+                    Severity.warning,
                     messages.for_site(self.site, KEY_POST_MISSED, post=self.site.posts[post].name),
                     {"date": day.isoformat(), "manager": self.roster.manager(day, ctx.now)},
                 )
@@ -381,21 +450,21 @@ class DutyRules:
         now = ctx.now
         start = self.cal.day_start(day)
         key_deadline = self.deadline(day, "key_posts_deadline")
-        if key_deadline - self.key_lead <= now < key_deadline:
+        manager = self.roster.manager(day, now)
+        if manager is not None and key_deadline - self.key_lead <= now < key_deadline:
             signed = self.signed_posts(day, now)
             for post in self.key_posts:
                 if post not in signed and ctx.book.get(KEY_POST_AT_RISK, post) is None:
                     ctx.raise_(
                         KEY_POST_AT_RISK,
                         post,
-                        "info",
+                        Severity.info,
                         messages.for_site(
                             self.site, KEY_POST_AT_RISK, post=self.site.posts[post].name
                         ),
                         {"date": day.isoformat(), "deadline": iso(key_deadline, self.site.tz)},
                     )
         patrol_deadline = self.deadline(day, "patrol_deadline")
-        manager = self.roster.manager(day, now)
         if (
             manager is not None
             and start <= now < patrol_deadline
@@ -404,10 +473,11 @@ class DutyRules:
             and ctx.book.get(HOURS_AT_RISK, manager) is None
         ):
             done = int(self.patrolled(day, now).total_seconds() // 60)
+            self.hours_warned.setdefault(day, set()).add(manager)
             ctx.raise_(
                 HOURS_AT_RISK,
                 manager,
-                "info",
+                Severity.info,
                 messages.for_site(
                     self.site,
                     HOURS_AT_RISK,
@@ -418,7 +488,10 @@ class DutyRules:
             )
 
     def _prune(self, now: dt.datetime) -> None:
-        horizon = self.cal.day_start(self.cal.day_of(now) - dt.timedelta(days=2))
+        oldest = self.cal.day_of(now) - dt.timedelta(days=2)
+        horizon = self.cal.day_start(oldest)
+        for day in [d for d in self.confirmed if d < oldest and d not in self.overdue]:
+            del self.confirmed[day]
         for person, scans in list(self.scans.items()):
             kept = [s for s in scans if s.time >= horizon]
             if len(kept) == len(scans):

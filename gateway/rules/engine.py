@@ -6,60 +6,24 @@ event at instant t is handled before the deadlines at t fire; deadlines before t
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TypeVar
 
 from gateway.alerts.book import AlertBook, Transition
 from gateway.config.site import Site
-from gateway.events import Event
-
-if TYPE_CHECKING:
-    from gateway.roster import Swap
+from gateway.events import DeviceStatus, Event, Reading, Scan
+from gateway.rules.base import Rule, RuleContext
 
 T = TypeVar("T")
 
 
-class RuleContext:
-    """What a rule may do: read the site and the book, raise and clear alerts at `now`."""
-
-    def __init__(self, site: Site, book: AlertBook, now: dt.datetime) -> None:
-        self.site = site
-        self.book = book
-        self.now = now
-        self.transitions: list[Transition] = []
-
-    def raise_(
-        self,
-        rule: str,
-        subject: str,
-        severity: str,
-        message: str,
-        details: dict[str, Any] | None = None,
-    ) -> None:
-        """Open (or update) the alert for (rule, subject) at `now`."""
-        self.transitions.append(
-            self.book.raise_(rule, subject, severity, self.now, message, details)
-        )
-
-    def clear(self, rule: str, subject: str) -> None:
-        """Close the alert for (rule, subject) at `now`, if one is open."""
-        transition = self.book.clear(rule, subject, self.now)
-        if transition is not None:
-            self.transitions.append(transition)
-
-
-class Rule(Protocol):
-    """A rule: reacts to events, and may ask to be woken at a deadline."""
-
-    def on_event(self, ctx: RuleContext, event: Event) -> None:
-        """Update state for one event; raise or clear through `ctx`."""
-
-    def next_deadline(self) -> dt.datetime | None:
-        """The next instant this rule must be woken, or None."""
-
-    def on_deadline(self, ctx: RuleContext) -> None:
-        """Called with `ctx.now` equal to the deadline returned by `next_deadline`."""
+def rule_time(event: Event, at: dt.datetime) -> Event:
+    """`event` with its time no later than its receive time (or `at`, for a command)."""
+    received = event.received_at if isinstance(event, Scan | Reading | DeviceStatus) else at
+    if event.time <= received:
+        return event
+    return dataclasses.replace(event, time=received)
 
 
 class Engine:
@@ -84,7 +48,12 @@ class Engine:
         Then the deadlines within the grace but before the event's own time fire: a scan
         stamped 09:00:00 that arrives a second later counts as on time for 09:00 (§5), and one
         stamped 09:00:01 comes after the 09:00 deadline, whenever it arrives.
+
+        The rules see the event at its rule time (§1): the earlier of its `ts` and its receive
+        time. A stamp slightly ahead of the gateway's clock is kept for the record, but what
+        the message completes or clears happens when it is handled, never later.
         """
+        event = rule_time(event, at)
         out = self._advance(at - grace, inclusive=False)
         out += self._advance(min(at, event.time), inclusive=False)
         self.now = max(self.now, at)
@@ -139,29 +108,3 @@ class Engine:
     def catch_up(self, through: tuple[dt.datetime, bool]) -> list[Transition]:
         """Fire the deadlines up to a `fired_through` mark (used to rebuild after a restart)."""
         return self._advance(*through)
-
-
-def build_rules(
-    site: Site, start: dt.datetime, live: bool, swaps: Sequence[Swap] = ()
-) -> list[Rule]:
-    """Every rule this gateway enforces, for one site; `start` is when counting starts, `swaps`
-    the swaps registered outside the site file before it.
-
-    Early warnings are on in `run`/`demo` (`live`) and off in `replay`, unless the site file
-    says otherwise (duty.early_warnings.enabled), so replayed transitions stay exact.
-    """
-    from gateway.roster import Roster
-    from gateway.rules.devices import DeviceOffline, UnknownCredential
-    from gateway.rules.duty import DutyRules
-    from gateway.rules.equipment import EquipmentRules
-    from gateway.rules.rounds import Rounds
-
-    setting = site.config.duty.early_warnings.enabled
-    early = live if setting is None else setting
-    return [
-        DeviceOffline(),
-        UnknownCredential(),
-        DutyRules(site, Roster(site, list(swaps)), start, early),
-        Rounds(site, start),
-        EquipmentRules(site, start),
-    ]

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import ClassVar
 
 from gateway import messages
 from gateway.config.models import ENGINEERING_ROLES, Metric
 from gateway.config.site import Site
 from gateway.events import Event, Reading, Scan
-from gateway.rules.engine import RuleContext
+from gateway.rules.base import Clearing, RuleContext, RuleId, RuleSpec, Severity
 from gateway.timeutil import iso
 
-OUT_OF_RANGE = "equipment.out_of_range"
-STALE = "equipment.stale"
+OUT_OF_RANGE = RuleId.equipment_out_of_range
+STALE = RuleId.equipment_stale
 
 
 def is_out(metric: Metric, value: float | bool) -> bool:
@@ -55,11 +56,41 @@ def limits(metric: Metric) -> str:
 class _MetricState:
     out_since: dt.datetime | None = None  # first reading of the current out-of-range stretch
     value: float | bool | None = None
-    back: bool = False  # latched alert: the value is back; an on-site scan will clear it
+    # Latch (rule 7), by rule time: the latest reading outside the back band, and the earliest
+    # and latest readings back inside it since. The value is back since `back_since` while that
+    # is set; an engineer's check at or after it releases the alarm.
+    last_off: dt.datetime | None = None
+    back_since: dt.datetime | None = None
+    back_latest: dt.datetime | None = None
+
+    def off(self, at: dt.datetime) -> None:
+        """A reading outside the back band (out of range, or inside by less than hysteresis)."""
+        self.last_off = at if self.last_off is None else max(self.last_off, at)
+        if self.back_since is None or at < self.back_since:
+            return
+        # It falls within the back stretch: the stretch now starts after it. Only the latest
+        # back reading is kept, so a late one that splits the stretch keeps the latest: a
+        # stricter start, never an earlier one (the alarm stays latched rather than clear).
+        if self.back_latest is not None and self.back_latest > at:
+            self.back_since = self.back_latest
+        else:
+            self.back_since = self.back_latest = None
+
+    def back(self, at: dt.datetime) -> None:
+        """A reading back inside by at least the hysteresis."""
+        if self.last_off is not None and at <= self.last_off:
+            return  # older than a reading that left the band: it is not the value now
+        self.back_since = at if self.back_since is None else min(self.back_since, at)
+        self.back_latest = at if self.back_latest is None else max(self.back_latest, at)
 
 
 class EquipmentRules:
     """Out-of-range with duration, hysteresis and latch; staleness per equipment."""
+
+    specs: ClassVar[tuple[RuleSpec, ...]] = (
+        RuleSpec(OUT_OF_RANGE, None, Clearing.clears),  # severity: the metric's
+        RuleSpec(STALE, Severity.warning, Clearing.clears),
+    )
 
     def __init__(self, site: Site, start: dt.datetime) -> None:
         self.site = site
@@ -70,16 +101,27 @@ class EquipmentRules:
             e.id: start for e in site.config.equipment if e.stale_after_seconds is not None
         }
         self.stale_fired: dict[str, dt.datetime] = {}
+        # Latched metrics by post, and the latest engineer's check (rule time) at each post.
+        self.latched: dict[str, list[tuple[str, str]]] = {}
+        for e in site.config.equipment:
+            for m, metric in e.metrics.items():
+                if metric.latch:
+                    self.latched.setdefault(e.post, []).append((e.id, m))
+        self.checked: dict[str, dt.datetime] = {}
 
     def on_event(self, ctx: RuleContext, event: Event) -> None:
         """Readings move the metrics; an engineer's scan at the post releases latched alerts."""
         if isinstance(event, Reading):
             self._reading(ctx, event)
-        elif isinstance(event, Scan) and self.site.has_role(event.person, ENGINEERING_ROLES):
-            for (equipment, metric), st in self.state.items():
-                if st.back and self.site.equipment[equipment].post == event.post:
-                    st.back = False
-                    ctx.clear(OUT_OF_RANGE, f"{equipment}.{metric}")
+        elif (
+            isinstance(event, Scan)
+            and event.post in self.latched
+            and self.site.has_role(event.person, ENGINEERING_ROLES)
+        ):
+            previous = self.checked.get(event.post)
+            self.checked[event.post] = event.time if previous is None else max(previous, event.time)
+            for eq, name in self.latched[event.post]:
+                self._release(ctx, eq, name)
 
     def next_deadline(self) -> dt.datetime | None:
         """The earliest duration reached or silence too long."""
@@ -107,7 +149,7 @@ class EquipmentRules:
                 ctx.raise_(
                     STALE,
                     eq,
-                    "warning",
+                    Severity.warning,
                     messages.for_site(
                         self.site, STALE, equipment=self.site.equipment[eq].name, seconds=seconds
                     ),
@@ -135,21 +177,38 @@ class EquipmentRules:
             st.value = value
             subject = f"{eq}.{name}"
             open_alert = ctx.book.get(OUT_OF_RANGE, subject)
+            if metric.latch:
+                if is_back(metric, value):
+                    st.back(reading.time)
+                else:
+                    st.off(reading.time)
             if is_out(metric, value):
-                st.back = False
                 if open_alert is None and st.out_since is None:
                     st.out_since = reading.time
                     if metric.for_seconds == 0:
                         self._raise(ctx, eq, name, st)
                 continue
             st.out_since = None  # the stretch is broken: a pending duration starts over
-            if open_alert is not None and is_back(metric, value):
-                if metric.latch:
-                    st.back = True
-                else:
-                    ctx.clear(OUT_OF_RANGE, subject)
-            elif open_alert is not None:
-                st.back = False
+            if open_alert is None or not is_back(metric, value):
+                continue
+            if metric.latch:
+                self._release(ctx, eq, name)  # an engineer may have checked already
+            else:
+                ctx.clear(OUT_OF_RANGE, subject)
+
+    def _release(self, ctx: RuleContext, eq: str, name: str) -> None:
+        """Clear a latched alarm once an engineer checked on site with the value back (rule 7).
+
+        The check must be at or after a reading back inside the band, with no reading since
+        outside it: a scan stamped before the value came back never clears, whenever it
+        arrives; a back reading handled after the check clears when it is handled.
+        """
+        st = self.state[(eq, name)]
+        checked = self.checked.get(self.site.equipment[eq].post)
+        if st.back_since is None or checked is None or checked < st.back_since:
+            return
+        if ctx.book.get(OUT_OF_RANGE, f"{eq}.{name}") is not None:
+            ctx.clear(OUT_OF_RANGE, f"{eq}.{name}")
 
     def _raise(self, ctx: RuleContext, eq: str, name: str, st: _MetricState) -> None:
         metric = self.site.equipment[eq].metrics[name]
@@ -160,7 +219,7 @@ class EquipmentRules:
         ctx.raise_(
             OUT_OF_RANGE,
             f"{eq}.{name}",
-            metric.severity.value,
+            metric.severity,
             messages.for_site(
                 self.site,
                 OUT_OF_RANGE,

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import ClassVar
 
 from gateway import messages
 from gateway.config.models import Rounds as RoundsConfig
 from gateway.config.site import Site
 from gateway.events import Event, Scan
-from gateway.rules.engine import RuleContext
+from gateway.rules.base import Clearing, RuleContext, RuleId, RuleSpec, Severity
 from gateway.timeutil import iso
 
-ROUND_MISSED = "round.missed"
+ROUND_MISSED = RuleId.round_missed
 
 
 class Rounds:
     """Raised `every_minutes` after the last qualifying scan (or the start); cleared by the next."""
+
+    specs: ClassVar[tuple[RuleSpec, ...]] = (
+        RuleSpec(ROUND_MISSED, Severity.warning, Clearing.clears),
+    )
 
     def __init__(self, site: Site, start: dt.datetime) -> None:
         self.site = site
@@ -55,7 +60,7 @@ class Rounds:
                 ctx.raise_(
                     ROUND_MISSED,
                     post,
-                    "warning",
+                    Severity.warning,
                     messages.for_site(
                         self.site,
                         ROUND_MISSED,

@@ -11,7 +11,8 @@ import yaml
 from gateway.alerts import AlertBook, Transition
 from gateway.config import Site, parse_site
 from gateway.events import Event, Reading, Scan
-from gateway.rules.engine import Engine, Rule
+from gateway.rules.base import Rule
+from gateway.rules.engine import Engine
 
 BASE: dict[str, Any] = {
     "site": {"id": "t", "name": "T", "timezone": "Asia/Shanghai", "locale": "en"},
@@ -115,17 +116,23 @@ class Driver:
     def event(self, event: Event, received: dt.datetime | None = None) -> list[Row]:
         return self._keep(self.engine.process(event, received or event.time))
 
-    def scan(self, who: str, reader: str, local: str) -> list[Row]:
+    def scan(self, who: str, reader: str, local: str, received: str | None = None) -> list[Row]:
+        """A scan stamped `local`, received then or at `received` (late, or stamped ahead)."""
         t = self.t(local)
+        r = t if received is None else self.t(received)
         person = self.site.person_for("qr", who.upper())
         post = self.site.reader_post[reader].id
         return self.event(
-            Scan(reader, post, who.upper(), "qr", None if person is None else person.id, t, t)
+            Scan(reader, post, who.upper(), "qr", None if person is None else person.id, t, r), r
         )
 
-    def reading(self, equipment: str, local: str, **values: float | bool) -> list[Row]:
+    def reading(
+        self, equipment: str, local: str, received: str | None = None, **values: float | bool
+    ) -> list[Row]:
+        """A reading stamped `local`, received then or at `received`."""
         t = self.t(local)
-        return self.event(Reading(equipment, dict(values), t, t))
+        r = t if received is None else self.t(received)
+        return self.event(Reading(equipment, dict(values), t, r), r)
 
     def until(self, local: str) -> list[Row]:
         return self._keep(self.engine.advance(self.t(local)))

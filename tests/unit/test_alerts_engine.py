@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import subprocess
+import sys
 
 import pytest
 
 from gateway.alerts import AlertBook, alert_id
 from gateway.config import Site
 from gateway.events import DeviceStatus, Event
-from gateway.rules.engine import Engine, RuleContext
+from gateway.rules.base import RuleContext, RuleId, Severity
+from gateway.rules.engine import Engine
+from gateway.rules.registry import SPECS, closes_on_acknowledge
 
 T0 = dt.datetime(2026, 11, 27, 1, 0, tzinfo=dt.UTC)
 
@@ -82,7 +87,7 @@ class Deadline:
         return self.when
 
     def on_deadline(self, ctx: RuleContext) -> None:
-        ctx.raise_("t.deadline", "x", "warning", "late")
+        ctx.raise_(RuleId.workorder_overdue, "x", Severity.warning, "late")
         self.when = None
 
 
@@ -145,3 +150,81 @@ def test_a_rule_that_does_not_move_its_deadline_is_caught(zcity: Site) -> None:
     engine = Engine(zcity, [Stuck(at(1))], AlertBook("zcity"), at(0))
     with pytest.raises(RuntimeError, match="did not move"):
         engine.advance(at(2))
+
+
+# -- the registry: how each rule's alerts end (§5 "clears", §6) --------------------------------
+
+
+def test_every_rule_id_declares_how_it_ends() -> None:
+    """A rule id without a declaration would be closed (or not) by accident on acknowledgement."""
+    assert set(SPECS) == set(RuleId)
+    assert RuleId.incident_major == "incident.major"  # a StrEnum: JSON and the store see text
+    assert json.dumps({"rule": RuleId.device_offline}) == '{"rule": "device.offline"}'
+
+
+@pytest.mark.parametrize(
+    ("rule", "closes"),
+    [
+        ("scan.unknown_credential", True),
+        ("duty.unregistered_swap", True),
+        ("patrol.hours_short", True),
+        ("patrol.key_post_missed", True),
+        ("incident.major", True),
+        ("duty.absent", False),
+        ("device.offline", False),
+        ("round.missed", False),
+        ("equipment.out_of_range", False),
+        ("equipment.stale", False),
+        ("patrol.hours_at_risk", False),
+        ("patrol.key_post_at_risk", False),
+        ("gateway.forward_lagging", False),
+        ("workorder.overdue", False),
+    ],
+)
+def test_acknowledging_closes_exactly_the_rules_that_do_not_clear(
+    zcity: Site, rule: str, closes: bool
+) -> None:
+    """An ack closing a clearing alert would hide a live condition; the reverse, never close."""
+    alert = AlertBook("zcity").raise_(rule, "x", "warning", at(0), "m").alert
+    assert closes_on_acknowledge(alert, at(1), zcity) is closes
+
+
+def test_overdue_handover_closes_on_acknowledgement_once_its_duty_day_ended(zcity: Site) -> None:
+    """§5 rule 3: during D an ack leaves it to the completion; from D+1 day_starts it closes it."""
+    day = dt.date(2026, 11, 27)
+    alert = (
+        AlertBook("zcity")
+        .raise_("handover.overdue", day.isoformat(), "warning", at(0), "m", {"date": "2026-11-27"})
+        .alert
+    )
+    end = zcity.calendar.day_start(day + dt.timedelta(days=1))
+    assert closes_on_acknowledge(alert, end - dt.timedelta(microseconds=1), zcity) is False
+    assert closes_on_acknowledge(alert, end, zcity) is True
+
+
+def test_an_unknown_rule_closes_on_acknowledgement(zcity: Site) -> None:
+    """A rule this version does not know can never clear: an ack must be able to close it."""
+    alert = AlertBook("zcity").raise_("old.rule", "x", "warning", at(0), "m").alert
+    assert closes_on_acknowledge(alert, at(1), zcity) is True
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "gateway.rules.base",
+        "gateway.rules.engine",
+        "gateway.rules.registry",
+        "gateway.rules.duty",
+        "gateway.rules.equipment",
+        "gateway.rules.rounds",
+        "gateway.rules.devices",
+        "gateway.rules.status",
+        "gateway.rules.flags",
+    ],
+)
+def test_each_rules_module_imports_first_without_a_circle(module: str) -> None:
+    """An import circle shows only when a module is the first one imported; try each first."""
+    result = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 
 import pytest
 
@@ -91,10 +92,16 @@ def test_boolean_metric(zcity: Site) -> None:
         (b"ONLINE\n", "online"),
         (b'{"state": "offline"}', "offline"),
         (b'"online"', "online"),
+        (b'{"state": "Offline"}', "offline"),
+        (b'{"state": "ONLINE"}', "online"),
+        (b'"OFFLINE"', "offline"),
+        (b'"Online"', "online"),
+        (b"oFfLiNe", "offline"),
+        (b'{"state": "offline", "ts": "2026-11-27T09:00:00+08:00"}', "offline"),
     ],
 )
 def test_status_forms(zcity: Site, payload: bytes, state: str) -> None:
-    """Status is plain text or {"state": …} (§2)."""
+    """Status is plain text, a JSON string or {"state": …}, in any letter case (§2)."""
     out = decode(zcity, "estate/zcity/device/gr-2/status", payload)
     assert isinstance(out.event, DeviceStatus) and out.event.state == state
 
@@ -153,3 +160,55 @@ def test_refusals(zcity: Site, topic: str, payload: object, code: str, words: st
     assert words in rej.detail
     assert rej.topic == topic and len(rej.payload) <= 512
     assert reason_text(rej).split(" / ")[1] == rej.detail  # Chinese first, English second
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        "0001-01-01T00:00:00Z",
+        "1999-12-31T23:59:59Z",
+        "2100-01-01T00:00:00Z",
+        "9999-12-31T23:59:59-23:59",
+        "0001-01-01T00:00:00+23:59",
+        "2026-11-27T09:12:03+99:00",
+        -62135596800,
+        10**30,
+        1e300,
+    ],
+)
+@pytest.mark.parametrize(
+    ("topic", "body"),
+    [
+        (SCAN, {"credential": "04A224B1C23380", "method": "nfc", "seq": 2}),
+        (READING, {"values": {"load_pct": 50}}),
+        ("estate/zcity/device/gr-2/status", {"state": "offline"}),
+    ],
+)
+def test_instants_outside_the_contract_are_bad_field(
+    zcity: Site, topic: str, body: dict[str, object], ts: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ts of year 1 wedged a site (issue 8, item 1): refused as bad_field, never internal."""
+    out = decode(zcity, topic, {**body, "ts": ts})
+    assert out.event is None
+    (rej,) = out.rejections
+    assert rej.code == "bad_field" and rej.detail.startswith("ts: ")
+    assert "internal" not in rej.detail
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_decoder_bug_is_refused_and_logged_with_its_traceback(
+    zcity: Site, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug turned silently into bad_field would never be reported (issue 7 §3)."""
+
+    def broken(method: str, credential: str) -> None:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(zcity, "person_for", broken)
+    with caplog.at_level(logging.ERROR, logger="gateway.ingest.decode"):
+        out = decode(zcity, SCAN, GOOD)
+    assert out.event is None and out.rejections[0].code == "bad_field"
+    assert "internal error" in out.rejections[0].detail
+    (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.exc_info is not None and record.exc_info[0] is ZeroDivisionError
+    assert SCAN in record.getMessage()

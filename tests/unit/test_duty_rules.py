@@ -9,11 +9,12 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.alerts import AlertBook
 from gateway.config import Site
-from gateway.events import Scan, SwapRegistered
+from gateway.events import HandoverConfirmed, Scan, SwapRegistered
 from gateway.roster import Roster
+from gateway.rules.base import Rule
 from gateway.rules.duty import DutyRules
-from gateway.rules.engine import Rule
 from gateway.rules.patrol_time import patrol_time, sessions
 from tests.unit.ruleharness import BASE, Driver, make_site
 
@@ -416,5 +417,180 @@ def test_deadline_exactly_at_the_start_fires() -> None:
 def test_site_without_roster_misses_no_key_posts() -> None:
     """No roster, no duty manager: nobody's signature is missing."""
     d = Driver(make_site(roster=None), f"{TUE} 07:00", duty())
+    d.until(f"{WED} 12:00")
+    assert d.rows == []
+
+
+# -- trusted skew: a stamp slightly ahead counts at its receive time (§1) ---------------------
+
+
+def test_scan_stamped_ahead_counts_at_its_receive_time_for_the_check_in() -> None:
+    """Received 08:59, stamped 09:01: on time for 09:00; the deadline must not fire as absent."""
+    d = Driver(make_site(), f"{TUE} 07:00", duty())
+    d.scan("ann", "mc", f"{TUE} 08:20")
+    d.scan("bob", "mc", f"{TUE} 09:01", received=f"{TUE} 08:59")
+    d.until(f"{TUE} 12:00")
+    assert only(d.rows, "duty.absent", "handover.overdue") == []
+
+
+def test_scan_stamped_ahead_adds_no_patrol_time_after_its_receive_time() -> None:
+    """A session 10:00 → received 13:59 (stamped 14:01) is 3:59, not 4:01: hours_short fires."""
+    d = Driver(make_site(), f"{TUE} 07:00", duty())
+    handover_ok(d)
+    patrol(d, TUE, [0, 30, 60, 90, 120, 150, 180, 210, 220])
+    d.scan("bob", "fd", f"{TUE} 14:01", received=f"{TUE} 13:59")
+    d.until(f"{TUE} 18:00")
+    assert only(d.rows, "patrol.hours_short") == [
+        ("11-24 18:00:00", "patrol.hours_short", "bob", "open")
+    ]
+
+
+def test_completing_scan_stamped_ahead_clears_when_it_is_handled() -> None:
+    """Stamped 09:11, received 09:10: the overdue handover closes at 09:10, not at the next
+    message."""
+    d = Driver(make_site(), f"{TUE} 07:00", duty())
+    d.scan("bob", "mc", f"{TUE} 08:40")
+    d.until(f"{TUE} 09:05")
+    d.scan("ann", "mc", f"{TUE} 09:11", received=f"{TUE} 09:10")
+    assert only(d.rows, "handover.overdue") == [
+        ("11-24 09:00:00", "handover.overdue", TUE, "open"),
+        ("11-24 09:10:00", "handover.overdue", TUE, "closed"),
+    ]
+
+
+# -- handover completion: at the scan, confirmation or swap that completes it (rule 3) ------
+
+MON = "2026-11-23"
+THU = "2026-11-26"
+
+
+def overdue(d: Driver) -> list[tuple[str, str, str, str]]:
+    return [r for r in d.rows if r[1] == "handover.overdue" and r[2] == TUE]
+
+
+def test_handover_completed_by_a_scan_on_the_next_duty_day_clears_then() -> None:
+    """Issue 8: only the scan's own duty day was re-checked, so this one never cleared."""
+    d = Driver(make_site(), f"{TUE} 07:00", duty())
+    d.scan("bob", "mc", f"{TUE} 08:40")
+    d.until(f"{WED} 09:20")
+    d.scan("ann", "mc", f"{WED} 09:30")
+    assert overdue(d) == [
+        ("11-24 09:00:00", "handover.overdue", TUE, "open"),
+        ("11-25 09:30:00", "handover.overdue", TUE, "closed"),
+    ]
+
+
+def test_handover_completed_days_later_still_clears() -> None:
+    """The scans of the day are long pruned by then; the parties who signed are not forgotten."""
+    d = Driver(make_site(), f"{TUE} 07:00", duty())
+    d.scan("bob", "mc", f"{TUE} 08:40")
+    d.until(f"{THU} 20:00")
+    d.scan("ann", "mc", f"{THU} 20:05")
+    assert overdue(d)[-1] == ("11-26 20:05:00", "handover.overdue", TUE, "closed")
+
+
+def test_handover_that_never_completes_stays_open_past_its_day() -> None:
+    """It is closed by acknowledgement (§6), not by the day ending nor by other days' scans."""
+    d = Driver(make_site(), f"{TUE} 07:00", duty())
+    d.scan("bob", "mc", f"{TUE} 08:40")
+    d.scan("ann", "fd", f"{TUE} 10:00")  # the outgoing manager, but not at the handover post
+    d.scan("bob", "mc", f"{WED} 08:40")
+    d.until(f"{THU} 12:00")
+    assert overdue(d) == [("11-24 09:00:00", "handover.overdue", TUE, "open")]
+
+
+def test_late_swap_for_the_day_before_completes_the_handover_at_once() -> None:
+    """Cat covered Monday (registered late, Tuesday 09:20): the outgoing manager is cat, who
+    signed at 08:45, so the handover into Tuesday completes at the swap."""
+    d = Driver(make_site(), f"{TUE} 07:00", duty())
+    d.scan("bob", "mc", f"{TUE} 08:40")
+    d.scan("cat", "mc", f"{TUE} 08:45")
+    d.until(f"{TUE} 09:10")
+    d.event(SwapRegistered(dt.date(2026, 11, 23), "cat", d.t(f"{TUE} 09:20")))
+    assert overdue(d) == [
+        ("11-24 09:00:00", "handover.overdue", TUE, "open"),
+        ("11-24 09:20:00", "handover.overdue", TUE, "closed"),
+    ]
+
+
+def test_confirmation_stands_for_that_managers_scan_only() -> None:
+    """The incoming manager's confirmation does not complete the outgoing one's side."""
+    d = Driver(make_site(), f"{TUE} 07:00", duty())
+    d.scan("bob", "mc", f"{TUE} 08:40")
+    d.until(f"{TUE} 09:10")
+    d.event(HandoverConfirmed(dt.date(2026, 11, 24), "bob", d.t(f"{TUE} 09:15")))
+    assert overdue(d) == [("11-24 09:00:00", "handover.overdue", TUE, "open")]
+    d.event(HandoverConfirmed(dt.date(2026, 11, 24), "ann", d.t(f"{TUE} 09:30")))
+    assert overdue(d)[-1] == ("11-24 09:30:00", "handover.overdue", TUE, "closed")
+
+
+def test_confirmation_before_the_deadline_completes_it_in_time() -> None:
+    """The outgoing manager confirms through the API instead of scanning: nothing is raised."""
+    d = Driver(make_site(), f"{TUE} 07:00", duty())
+    d.scan("bob", "mc", f"{TUE} 08:40")
+    d.event(HandoverConfirmed(dt.date(2026, 11, 24), "ann", d.t(f"{TUE} 08:50")))
+    d.until(f"{TUE} 12:00")
+    assert overdue(d) == []
+
+
+def test_handover_parties_as_known_at_an_instant() -> None:
+    """What the confirmation command checks its actor against: outgoing and incoming managers."""
+    d = Driver(make_site(), f"{TUE} 07:00", duty())
+    rules = d.engine.find(DutyRules)
+    assert rules is not None
+    tue = dt.date(2026, 11, 24)
+    assert rules.handover_parties(tue, d.t(f"{TUE} 09:00")) == ("ann", "bob")
+    d.event(SwapRegistered(dt.date(2026, 11, 23), "cat", d.t(f"{TUE} 09:20")))
+    assert rules.handover_parties(tue, d.t(f"{TUE} 09:10")) == ("ann", "bob")
+    assert rules.handover_parties(tue, d.t(f"{TUE} 09:20")) == ("cat", "bob")
+    bare = make_site(roster=None)
+    assert DutyRules(bare, Roster(bare), d.start, False).handover_parties(tue, d.start) == (
+        None,
+        None,
+    )
+
+
+def test_handover_left_open_before_a_restart_still_clears_when_completed() -> None:
+    """A restart hands the rules the stored book: its open handover must still clear."""
+    d = Driver(make_site(), f"{WED} 07:00", duty())
+    book = AlertBook(d.site.id)
+    book.raise_("handover.overdue", TUE, "warning", d.t(f"{TUE} 09:00"), "m", {"date": TUE})
+    d.engine.book = book
+    d.scan("bob", "mc", f"{WED} 08:40")
+    d.scan("ann", "mc", f"{WED} 09:30")
+    assert overdue(d) == [("11-25 09:30:00", "handover.overdue", TUE, "closed")]
+
+
+# -- the early warnings clear by themselves (they are declared so) --------------------------
+
+
+def test_early_warnings_are_closed_by_their_deadline_at_the_latest() -> None:
+    """They are declared clearing, so an ack leaves them open: each must close on its own."""
+    d = Driver(make_site(), f"{TUE} 07:00", duty(early=True))
+    handover_ok(d)
+    d.until(f"{TUE} 18:00")
+    rows = only(d.rows, "patrol.key_post_at_risk", "patrol.hours_at_risk")
+    assert sorted(r[2:] for r in rows) == sorted(
+        [("bob", "open"), ("bob", "closed"), ("front", "open"), ("front", "closed")]
+    )
+
+
+def test_hours_warning_of_a_manager_swapped_out_still_closes_at_the_deadline() -> None:
+    """Bob was warned at 13:00, then cat took the day over: bob's warning must not stay open."""
+    d = Driver(make_site(), f"{TUE} 07:00", duty(early=True))
+    handover_ok(d)
+    d.until(f"{TUE} 13:30")
+    d.event(SwapRegistered(dt.date(2026, 11, 24), "cat", d.t(f"{TUE} 14:00")))
+    d.until(f"{TUE} 18:00")
+    bob = [r for r in d.rows if r[1] == "patrol.hours_at_risk" and r[2] == "bob"]
+    assert bob == [
+        ("11-24 13:00:00", "patrol.hours_at_risk", "bob", "open"),
+        ("11-24 18:00:00", "patrol.hours_at_risk", "bob", "closed"),
+    ]
+
+
+def test_site_without_roster_warns_of_no_key_post() -> None:
+    """Nobody's signature is missing, so nothing is at risk (it would never close)."""
+    d = Driver(make_site(roster=None), f"{TUE} 07:00", duty(early=True))
     d.until(f"{WED} 12:00")
     assert d.rows == []

@@ -6,7 +6,7 @@ import datetime as dt
 
 from gateway.config import Site
 from gateway.events import Reading, Scan
-from gateway.rules.engine import Rule
+from gateway.rules.base import Rule
 from gateway.rules.equipment import EquipmentRules
 from gateway.rules.rounds import Rounds
 from tests.unit.ruleharness import Driver, make_site
@@ -197,3 +197,73 @@ def test_late_round_scan_that_is_overdue_again_keeps_the_alert_open() -> None:
     assert d.rows == [("11-23 12:00:00", "round.missed", "power", "open")]
     d.scan("eng", "pr", f"{DAY} 13:10")
     assert d.rows[-1] == ("11-23 13:10:00", "round.missed", "power", "closed")
+
+
+# -- latch: the engineer's check must come after the value is back (§5 rule 7) ----------------
+
+LEAK = "equipment.out_of_range"
+
+
+def test_latch_scan_stamped_before_the_value_came_back_never_clears() -> None:
+    """Issue 8 item 4: leak 10:00, dry 10:05, a scan stamped 10:04 delivered 10:06 stays open."""
+    d = eq_driver()
+    d.reading("tx", f"{DAY} 10:00", leak=True)
+    d.reading("tx", f"{DAY} 10:05", leak=False)
+    assert d.scan("eng", "pr", f"{DAY} 10:04", received=f"{DAY} 10:06") == []
+    d.until(f"{DAY} 10:09")
+    assert d.scan("eng", "pr", f"{DAY} 10:10") == [("11-23 10:10:00", LEAK, "tx.leak", "closed")]
+
+
+def test_latch_scan_handled_before_the_back_reading_of_the_same_instant() -> None:
+    """The scan first, then the reading stamped at the same instant: it clears at that reading."""
+    d = eq_driver()
+    d.reading("tx", f"{DAY} 10:00", leak=True)
+    assert d.scan("eng", "pr", f"{DAY} 10:05") == []
+    assert d.reading("tx", f"{DAY} 10:05", leak=False) == [
+        ("11-23 10:05:00", LEAK, "tx.leak", "closed")
+    ]
+
+
+def test_latch_late_back_reading_stamped_before_the_scan_clears_when_handled() -> None:
+    """Dry since 10:08 (delivered 10:12); the engineer checked at 10:10: closed at 10:12."""
+    d = eq_driver()
+    d.reading("tx", f"{DAY} 10:00", leak=True)
+    assert d.scan("eng", "pr", f"{DAY} 10:10") == []
+    assert d.reading("tx", f"{DAY} 10:08", received=f"{DAY} 10:12", leak=False) == [
+        ("11-23 10:12:00", LEAK, "tx.leak", "closed")
+    ]
+
+
+def test_latch_late_back_reading_stamped_after_the_scan_does_not_clear() -> None:
+    """The value came back at 10:11, after the 10:10 check: still latched, whenever it arrives."""
+    d = eq_driver()
+    d.reading("tx", f"{DAY} 10:00", leak=True)
+    d.scan("eng", "pr", f"{DAY} 10:10")
+    assert d.reading("tx", f"{DAY} 10:11", received=f"{DAY} 10:12", leak=False) == []
+    assert d.until(f"{DAY} 11:00") == []
+
+
+def test_latch_a_reading_that_left_the_band_since_voids_an_earlier_return() -> None:
+    """Back 10:05, out again 10:07 (delivered after the 10:08 check): not cleared by it."""
+    d = eq_driver()
+    d.reading("tx", f"{DAY} 10:00", leak=True)
+    d.reading("tx", f"{DAY} 10:05", leak=False)
+    d.reading("tx", f"{DAY} 10:07", received=f"{DAY} 10:07:30", leak=True)
+    assert d.scan("eng", "pr", f"{DAY} 10:08") == []
+    assert d.reading("tx", f"{DAY} 10:09", leak=False) == []  # back after the check
+    assert d.scan("eng", "pr", f"{DAY} 10:09") == [("11-23 10:09:00", LEAK, "tx.leak", "closed")]
+
+
+def test_latch_on_a_numeric_metric_needs_the_hysteresis_band() -> None:
+    """Latched load (max 85, hysteresis 5): 82 is inside but not back; 80 is back."""
+    site = make_site()
+    tx = site.config.equipment[0].model_dump()
+    tx["stale_after_seconds"] = None
+    tx["metrics"]["load"]["latch"] = True
+    d = Driver(make_site(equipment=[tx]), f"{DAY} 08:00", equipment)
+    d.reading("tx", f"{DAY} 10:00", load=90)
+    d.reading("tx", f"{DAY} 10:05", load=80)
+    d.reading("tx", f"{DAY} 10:06", load=82)  # left the band again
+    assert d.scan("eng", "pr", f"{DAY} 10:07") == []
+    assert d.reading("tx", f"{DAY} 10:08", load=79) == []
+    assert d.scan("eng", "pr", f"{DAY} 10:08")[0][1:] == (LEAK, "tx.load", "closed")

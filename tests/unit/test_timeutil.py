@@ -41,6 +41,52 @@ def test_parse_instant_refuses(value: object) -> None:
         parse_instant(value, SH)
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0001-01-01T00:00:00Z",
+        "1999-12-31T23:59:59.999999Z",
+        "2100-01-01T00:00:00Z",
+        "9999-12-31T23:59:59-23:59",  # past the end of datetime once in UTC
+        "0001-01-01T00:00:00+23:59",  # before its start once in UTC
+        "0001-01-01T00:00:00",  # naive: read in the site's zone
+        "2026-11-27T09:12:03+99:00",
+        -1,
+        0,
+        946684799.999,
+        4102444800,
+        253402300800,  # year 10000
+    ],
+)
+def test_instants_outside_2000_to_2100_are_refused(value: object) -> None:
+    """§1: an instant the engine and the store cannot handle wedged a site (issue 8, item 1)."""
+    with pytest.raises(BadTime, match=r"2000|ISO 8601|range"):
+        parse_instant(value, SH)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2000-01-01T00:00:00Z", dt.datetime(2000, 1, 1, tzinfo=UTC)),
+        (946684800, dt.datetime(2000, 1, 1, tzinfo=UTC)),
+        ("2099-12-31T23:59:59.999999Z", dt.datetime(2099, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+    ],
+)
+def test_the_ends_of_the_range(value: object, expected: dt.datetime) -> None:
+    """2000-01-01T00:00Z is the first instant taken, the last microsecond of 2099 the last."""
+    assert parse_instant(value, SH) == expected
+
+
+@given(st.one_of(st.text(max_size=40), st.integers(), st.floats(), st.datetimes().map(str)))
+def test_parse_instant_never_raises_anything_but_bad_time(value: object) -> None:
+    """Whatever a device sends, a refusal (BadTime) or an instant in range, never a crash."""
+    try:
+        got = parse_instant(value, SH)
+    except BadTime:
+        return
+    assert dt.datetime(2000, 1, 1, tzinfo=UTC) <= got < dt.datetime(2100, 1, 1, tzinfo=UTC)
+
+
 def test_parse_clock() -> None:
     """Clock times are local and plain."""
     assert parse_clock("08:30") == dt.time(8, 30)
