@@ -8,6 +8,7 @@ bound to 127.0.0.1 only. Why this broker and not amqtt: docs/embedded-broker.md.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -127,6 +128,11 @@ class EmbeddedBroker:
         """Start the broker and return once it accepts MQTT connections."""
         if self._process is not None:
             raise EmbeddedBrokerError("embedded broker already started")
+        if importlib.util.find_spec("iotcore") is None:
+            raise EmbeddedBrokerError(
+                "内置代理需要可选依赖 [demo]：pip install 'patrol-gateway[demo]'。 / "
+                "the embedded broker needs the [demo] extra: pip install 'patrol-gateway[demo]'"
+            )
         if self._requested_port == 0:
             # rumqttd would take port 0 too, but would not tell which port it got.
             self._port = _free_loopback_port()

@@ -8,6 +8,7 @@ and MQTT 5 *no local* (or a clean refusal of MQTT 5, so the gateway falls back t
 from __future__ import annotations
 
 import gc
+import importlib.util
 import os
 import signal
 import socket
@@ -532,3 +533,18 @@ def test_context_manager_restart_and_busy_port() -> None:
 
     first.start()  # a stopped broker can be started again
     first.stop()
+
+
+def test_without_the_demo_extra_start_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Prevents a bare traceback from the child process when `pip install .` left out the
+    `[demo]` extra that holds the broker."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "iotcore" else real(name, *a)
+    )
+    broker = EmbeddedBroker(start_timeout=TIMEOUT)
+    with pytest.raises(EmbeddedBrokerError, match=r"pip install 'patrol-gateway\[demo\]'"):
+        broker.start()
+    assert not broker.running
