@@ -1,44 +1,44 @@
-"""Embedded MQTT broker (amqtt) so `patrol-gateway demo` needs nothing installed."""
+"""Embedded MQTT broker so `patrol-gateway demo` needs nothing but `pip install`.
+
+The broker is rumqttd, compiled into the `iotcore` wheel (the `[demo]` extra). It runs in a
+child process of its own (rumqttd has no shutdown call; stopping the process is the shutdown),
+bound to 127.0.0.1 only. Why this broker and not amqtt: docs/embedded-broker.md.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import importlib.util
+import json
 import logging
+import os
+import signal
 import socket
 import struct
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from types import TracebackType
-from typing import Any, Self
-
-from amqtt.broker import Broker
-from amqtt.plugins.base import BaseAuthPlugin
-from amqtt.session import Session
+from typing import IO, Any, Self
 
 __all__ = ["EmbeddedBroker", "EmbeddedBrokerError"]
 
 LOOPBACK = "127.0.0.1"
+# Above the gateway's own payload limit, so an over-size message reaches the gateway and is
+# refused there with a reason (rumqttd would just drop the publisher's connection).
+MAX_PAYLOAD_BYTES = 256 * 1024
+# Unacknowledged QoS 1 messages in flight to one client, as Mosquitto's
+# `max_inflight_messages 100` in tests/support/mosquitto.py; the rest wait in its queue.
+MAX_INFLIGHT = 100
 
-# amqtt logs every connection/state change at INFO, and its state machine library
-# (`transitions`) does the same; the demo console must stay readable.
-_NOISY_LOGGERS = ("amqtt", "transitions")
+
+_CHILD = "from gateway.demo.broker import main; main()"
 
 
 class EmbeddedBrokerError(RuntimeError):
     """The embedded broker could not be started or stopped."""
-
-
-# amqtt ships no type information, so its base class is `Any` to mypy.
-class _OpenAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
-    """Accept every client without flagging its session as anonymous."""
-
-    # amqtt's own AnonymousAuthPlugin marks every session `is_anonymous`, and amqtt then
-    # neither queues QoS 1 messages for offline sessions nor keeps them (the session
-    # monitor deletes them within a second), which breaks clean_session=False clients.
-    async def authenticate(self, *, session: Session) -> bool:
-        """Allow the connection."""
-        return True
 
 
 def _free_loopback_port() -> int:
@@ -50,35 +50,26 @@ def _free_loopback_port() -> int:
 
 
 def _ensure_port_free(port: int) -> None:
-    """Raise EmbeddedBrokerError if `port` cannot be bound on loopback."""
+    """Raise EmbeddedBrokerError (caused by the OSError) if `port` cannot be bound on loopback."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # Same option as amqtt's listener, so a port merely lingering in TIME_WAIT after a
-        # previous demo run is not reported as busy.
+        # Same option as the broker's own listener (tokio sets it), so a port merely lingering
+        # in TIME_WAIT after a previous demo run is not reported as busy.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((LOOPBACK, port))
         except OSError as exc:
-            # Checked up front because amqtt reports this as a logged traceback.
+            # Checked up front: the child process would only report it on its stderr.
             raise EmbeddedBrokerError(
                 f"cannot listen on {LOOPBACK}:{port}: {exc.strerror or exc}"
                 " (is another MQTT broker such as Mosquitto already running?)"
             ) from exc
 
 
-def _quiet_library_loggers() -> None:
-    """Lower amqtt's chatter to WARNING unless someone configured it explicitly."""
-    for name in _NOISY_LOGGERS:
-        logger = logging.getLogger(name)
-        # An explicit level means a developer asked for amqtt's debug output; keep it.
-        if logger.level == logging.NOTSET:
-            logger.setLevel(logging.WARNING)
-
-
 def _mqtt_probe(host: str, port: int, timeout: float) -> None:
     """Do one MQTT 3.1.1 CONNECT/CONNACK/DISCONNECT round trip or raise OSError."""
     client_id = b"embedded-broker-probe"
-    # Protocol "MQTT", level 4, clean session, keep-alive 0.
-    variable_header = b"\x00\x04MQTT\x04\x02\x00\x00"
+    # Protocol "MQTT", level 4, clean session, keep-alive 30 s (rumqttd refuses 0).
+    variable_header = b"\x00\x04MQTT\x04\x02\x00\x1e"
     payload = struct.pack("!H", len(client_id)) + client_id
     body = variable_header + payload
     connect = bytes([0x10, len(body)]) + body
@@ -96,7 +87,7 @@ def _mqtt_probe(host: str, port: int, timeout: float) -> None:
 
 
 class EmbeddedBroker:
-    """An amqtt broker on 127.0.0.1, run in a background thread with its own event loop."""
+    """rumqttd (from `iotcore`) on 127.0.0.1, in a child process that this object owns."""
 
     def __init__(self, port: int = 0, *, start_timeout: float = 10.0) -> None:
         """Prepare a broker on `port` (0 picks a free port at start)."""
@@ -105,11 +96,8 @@ class EmbeddedBroker:
         self._requested_port = port
         self._port = port
         self._start_timeout = start_timeout
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop_requested: asyncio.Event | None = None
-        self._started = threading.Event()
-        self._startup_error: BaseException | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
 
     @property
     def host(self) -> str:
@@ -128,64 +116,67 @@ class EmbeddedBroker:
 
     @property
     def running(self) -> bool:
-        """Whether the broker thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
+        """Whether the broker process is alive."""
+        return self._process is not None and self._process.poll() is None
 
-    def _config(self) -> dict[str, Any]:
-        """Build the amqtt configuration dict."""
-        return {
-            # Loopback only: the demo broker has no authentication, so it must not be
-            # reachable from the network (amqtt's default bind is 0.0.0.0:1883).
-            "listeners": {"default": {"type": "tcp", "bind": f"{LOOPBACK}:{self._port}"}},
-            # Listing plugins replaces amqtt's defaults, which include the $SYS plugin
-            # (emits a DeprecationWarning about psutil, fatal under -W error) and two
-            # packet/event loggers we do not want.
-            "plugins": {f"{__name__}.{_OpenAuthPlugin.__qualname__}": {}},
-        }
+    @property
+    def pid(self) -> int | None:
+        """The broker process's id while it runs (for tests and diagnostics)."""
+        return self._process.pid if self.running and self._process is not None else None
 
     def start(self) -> None:
         """Start the broker and return once it accepts MQTT connections."""
-        if self._thread is not None:
+        if self._process is not None:
             raise EmbeddedBrokerError("embedded broker already started")
-        _quiet_library_loggers()
+        if importlib.util.find_spec("iotcore") is None:
+            raise EmbeddedBrokerError(
+                "内置代理需要可选依赖 [demo]：pip install 'patrol-gateway[demo]'。 / "
+                "the embedded broker needs the [demo] extra: pip install 'patrol-gateway[demo]'"
+            )
         if self._requested_port == 0:
-            # amqtt would accept port 0 too, but then the real port is only reachable through
-            # its private server objects; choosing it here keeps `url` known up front.
+            # rumqttd would take port 0 too, but would not tell which port it got.
             self._port = _free_loopback_port()
         else:
             _ensure_port_free(self._port)
-        # Created here rather than in the thread so stop() can always reach the loop,
-        # even if it is called before the thread got going.
-        self._loop = asyncio.new_event_loop()
-        self._stop_requested = asyncio.Event()
-        self._started.clear()
-        self._startup_error = None
-        # Daemon so a demo killed with Ctrl-C before stop() can still exit.
-        self._thread = threading.Thread(
-            target=self._run, name=f"embedded-mqtt-broker-{self._port}", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + self._start_timeout
-        if not self._started.wait(self._start_timeout):
-            self._abandon_start()
-            raise EmbeddedBrokerError(
-                f"embedded MQTT broker did not start on {self.url} within {self._start_timeout}s"
+        options = {"port": self._port}
+        # Open for the child's whole life; closed by stop().
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
+        try:
+            self._process = subprocess.Popen(
+                # -P: the working directory is not put on sys.path, so no folder named
+                # `gateway` or `iotcore` there can stand in for the real package.
+                [sys.executable, "-P", "-c", _CHILD, json.dumps(options)],
+                # The child exits by itself when this pipe closes: a demo killed with -9
+                # leaves no broker behind.
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=self._stderr,
+                # Its own session: Ctrl-C (SIGINT to the terminal's process group) must reach
+                # only the demo, which then stops the broker last, after the gateway said
+                # goodbye through it.
+                start_new_session=True,
             )
-        if self._startup_error is not None:
-            error = self._startup_error
-            self._abandon_start()
-            raise EmbeddedBrokerError(
-                f"embedded MQTT broker failed to start on {self.url}: {error}"
-            ) from error
-        self._wait_until_accepting(deadline)
+        except OSError as exc:
+            self._close_stderr()
+            raise EmbeddedBrokerError(f"cannot start the embedded MQTT broker: {exc}") from exc
+        self._wait_until_accepting(time.monotonic() + self._start_timeout)
 
     def _wait_until_accepting(self, deadline: float) -> None:
-        """Block until an MQTT handshake succeeds or the deadline passes."""
+        """Block until an MQTT handshake succeeds, the child dies, or the deadline passes."""
+        process = self._process
+        assert process is not None
         last_error: OSError | None = None
         while time.monotonic() < deadline:
+            if process.poll() is not None:
+                output = self._child_output()
+                self._abandon_start()
+                raise EmbeddedBrokerError(
+                    f"embedded MQTT broker on {self.url} exited with status "
+                    f"{process.returncode} while starting: {output or '(no output)'}"
+                )
             try:
-                # A full MQTT handshake rather than a bare TCP connect: amqtt logs an
-                # error for every connection that closes without sending CONNECT.
+                # A full MQTT handshake rather than a bare TCP connect: rumqttd logs a
+                # connection that closes without CONNECT.
                 _mqtt_probe(self.host, self._port, timeout=max(0.1, deadline - time.monotonic()))
             except OSError as exc:
                 last_error = exc
@@ -198,54 +189,41 @@ class EmbeddedBroker:
             f"{self._start_timeout}s: {last_error}"
         )
 
+    def _child_output(self) -> str:
+        """What the child wrote on stderr so far (the end of it)."""
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        return self._stderr.read().decode("utf-8", "replace").strip()[-2000:]
+
     def _abandon_start(self) -> None:
         """Tear down after a failed start without masking the original error."""
         with contextlib.suppress(EmbeddedBrokerError):
             self.stop()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Shut the broker down and join its thread; a no-op if not running."""
-        thread, loop, stop_requested = self._thread, self._loop, self._stop_requested
-        if thread is None or loop is None or stop_requested is None:
+        """Stop the broker process (SIGTERM, then SIGKILL) and wait; a no-op if not running."""
+        process = self._process
+        if process is None:
             return
-        # The loop is already closed if the broker thread ended by itself (startup failure).
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(stop_requested.set)
-        thread.join(timeout)
-        if thread.is_alive():
-            raise EmbeddedBrokerError(f"embedded MQTT broker did not stop within {timeout}s")
-        self._thread = None
-        self._loop = None
-        self._stop_requested = None
-
-    def _run(self) -> None:
-        """Thread body: drive the broker on this thread's own event loop."""
-        loop = self._loop
-        assert loop is not None
+        self._process = None
         try:
-            # Runner.close() cancels leftover tasks, shuts down async generators and the
-            # default executor and closes the loop, so nothing leaks into ResourceWarnings.
-            # The factory hands it our pre-made loop and keeps it from calling
-            # set_event_loop() on a thread that does not own it.
-            with asyncio.Runner(loop_factory=lambda: loop) as runner:
-                runner.run(self._serve())
-        except BaseException as exc:
-            if self._started.is_set():
-                logging.getLogger(__name__).exception("embedded MQTT broker crashed")
-            else:
-                self._startup_error = exc
-                self._started.set()
-
-    async def _serve(self) -> None:
-        """Run amqtt until `stop()` is requested."""
-        assert self._stop_requested is not None
-        broker = Broker(self._config())
-        await broker.start()
-        self._started.set()
-        try:
-            await self._stop_requested.wait()
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout)
         finally:
-            await broker.shutdown()
+            if process.stdin is not None:
+                process.stdin.close()
+            self._close_stderr()
+
+    def _close_stderr(self) -> None:
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
 
     def __enter__(self) -> Self:
         """Start the broker."""
@@ -260,3 +238,33 @@ class EmbeddedBroker:
     ) -> None:
         """Stop the broker."""
         self.stop()
+
+
+def _serve(options: dict[str, Any]) -> None:
+    """Child process body: run rumqttd on loopback until SIGTERM or until the parent is gone."""
+    # The parent decides when the broker stops: a stray SIGINT must not take it down first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def exit_when_parent_goes_away() -> None:
+        try:
+            sys.stdin.buffer.read()  # returns when the parent's end of the pipe closes
+        finally:
+            os._exit(0)
+
+    threading.Thread(target=exit_when_parent_goes_away, daemon=True).start()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # rumqttd wraps its routing in error-level tracing spans: every packet would be logged.
+    logging.getLogger("rumqttd").setLevel(logging.CRITICAL)
+    from iotcore import Broker
+
+    Broker(
+        port=int(options["port"]),
+        listen=LOOPBACK,  # never 0.0.0.0 (iotcore's default): the broker has no authentication
+        max_payload_size=MAX_PAYLOAD_BYTES,
+        max_inflight_count=MAX_INFLIGHT,
+    ).run_forever()
+
+
+def main() -> None:
+    """Entry point of the child process: options as JSON in the first argument."""
+    _serve(json.loads(sys.argv[1]))

@@ -206,9 +206,17 @@ def _with_unit(value: float | bool, unit: str) -> str:
 
 
 def print_final(
-    out: Console, site: Site, ended: dt.datetime, gw: Gateway, publisher: Publisher, store: Path
+    out: Console,
+    site: Site,
+    ended: dt.datetime,
+    gw: Gateway,
+    publisher: Publisher,
+    store: Path,
+    *,
+    kept: bool,
 ) -> None:
-    """The final counters as a table, where the simulation ended and where the record is."""
+    """The final counters as a table, where the simulation ended and, if `kept` (--data),
+    where the record is (a temporary store is removed afterwards, and the runner says so)."""
     table = Table(title="最终计数 / final counters", show_header=True, header_style="bold")
     table.add_column("计数 / counter")
     table.add_column("值 / value", justify="right")
@@ -216,7 +224,6 @@ def print_final(
     for name, value in sorted(counters(gw).items()):
         table.add_row(name, str(value))
     out.print(table)
-    out.print(
-        f"模拟到 / simulated up to: {_when(site, ended)}\n"
-        f"记录已保存 / the record is kept in: {escape(str(store))}"
-    )
+    out.print(f"模拟到 / simulated up to: {_when(site, ended)}")
+    if kept:
+        out.print(f"记录已保存 / the record is kept in: {escape(str(store))}")

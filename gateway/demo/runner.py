@@ -14,14 +14,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
-import signal
+import shutil
 import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 
 from rich.console import Console
 from rich.markup import escape
@@ -42,6 +40,7 @@ from gateway.demo.display import (
     print_transitions,
 )
 from gateway.ingest.mqtt import BrokerUrl
+from gateway.signals import StopSignal
 
 DEMO_SITE = Path(gateway.__file__).parent / "sites" / "zcity.yaml"
 SEED = 1
@@ -76,9 +75,9 @@ def run_demo(
     except ConfigError as exc:
         err.print(escape(str(exc)))
         return 1
-    stop = threading.Event()
-    restore = _stop_on_signals(stop)
-    try:
+    # Installed before the broker starts, so a Ctrl-C at any point is handled the same way:
+    # the handler only records it (a second one cannot deadlock it: gateway/signals.py).
+    with StopSignal() as stop:
         broker = EmbeddedBroker(DEFAULT_PORT if port is None else port)
         try:
             broker.start()
@@ -92,8 +91,8 @@ def run_demo(
                 f"端口 {DEFAULT_PORT} 已被占用（Mosquitto？），演示改用 {broker.port}。 / "
                 f"Port {DEFAULT_PORT} is taken (Mosquitto?); the demo uses {broker.port}."
             )
+        store_dir = data if data is not None else Path(tempfile.mkdtemp(prefix="patrol-demo-"))
         try:
-            store_dir = Path(tempfile.mkdtemp(prefix="patrol-demo-")) if data is None else data
             faults = FaultConfig(
                 scale=faults_scale, first_within_minutes=FIRST_FAULTS_WITHIN_MINUTES
             )
@@ -101,8 +100,24 @@ def run_demo(
             return _run(out, err, site, broker, store_dir, fresh, speed, seconds, faults, stop)
         finally:
             broker.stop()
-    finally:
-        restore()
+            if data is None:
+                _remove_temp_store(out, err, store_dir)
+
+
+def _remove_temp_store(out: Console, err: Console, folder: Path) -> None:
+    """A demo without --data leaves nothing behind in /tmp; say so, and say if it failed."""
+    try:
+        shutil.rmtree(folder)
+    except OSError as exc:
+        err.print(
+            f"无法删除临时存储 {escape(str(folder))}：{escape(str(exc))} / "
+            f"could not remove the temporary store {escape(str(folder))}: {escape(str(exc))}"
+        )
+        return
+    out.print(
+        f"临时存储 {escape(str(folder))} 已删除；要保留记录，请用 --data 目录。 / "
+        f"The temporary store {escape(str(folder))} was removed; use --data DIR to keep the record."
+    )
 
 
 def _port_taken(exc: EmbeddedBrokerError) -> bool:
@@ -136,7 +151,7 @@ def _run(
     speed: float,
     seconds: float,
     faults: FaultConfig,
-    stop: threading.Event,
+    stop: StopSignal,
 ) -> int:
     store = store_dir / f"{site.id}.sqlite"  # where Gateway keeps it (gateway/app.py)
     start, seq_base = _resume(store, demo_start(site, dt.datetime.now(dt.UTC)))
@@ -152,8 +167,13 @@ def _run(
     gw = Gateway(site, BrokerUrl.parse(broker.url), store_dir, root=ROOT, clock=clock, grace=grace)
     publisher = Publisher(sim, broker.url, clock)
     failures: list[BaseException] = []
+    # The simulator thread's own stop: set by this thread, never by a signal handler.
+    sim_done = threading.Event()
     thread = threading.Thread(
-        target=_publish, args=(publisher, stop, failures), name="demo-simulator", daemon=True
+        target=_publish,
+        args=(publisher, sim_done, stop, failures),
+        name="demo-simulator",
+        daemon=True,
     )
     gw.start()
     view = StoreView(gw.store_path)  # never gw.store: that belongs to the gateway's thread
@@ -182,7 +202,7 @@ def _run(
         err.print(f"模拟设备无法连接。 / The simulated devices could not connect: {exc}")
         return 1
     finally:
-        stop.set()
+        sim_done.set()
         clock.freeze()  # the gateway shuts down at the instant the simulation ended
         ended = clock()
         if thread.is_alive():
@@ -198,7 +218,7 @@ def _run(
     if failures:
         err.print(f"模拟器出错。 / The simulator failed: {escape(repr(failures[0]))}")
         return 1
-    print_final(out, site, ended, gw, publisher, store)
+    print_final(out, site, ended, gw, publisher, store, kept=not fresh)
     return 0
 
 
@@ -229,30 +249,17 @@ def _resume(store: Path, default: dt.datetime) -> tuple[dt.datetime, int]:
     return max(default, after + dt.timedelta(minutes=1)), int(seq or 0)
 
 
-def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
-    """Ctrl-C and SIGTERM set `stop`; returns what puts the previous handlers back."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handler(_sig: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            if old is not None:
-                signal.signal(sig, old)
-
-    return restore
-
-
-def _publish(publisher: Publisher, stop: threading.Event, failures: list[BaseException]) -> None:
+def _publish(
+    publisher: Publisher,
+    done: threading.Event,
+    stop: StopSignal,
+    failures: list[BaseException],
+) -> None:
     try:
-        publisher.run(stop)
+        publisher.run(done)
     except Exception as exc:  # reported by the main thread, which then stops everything
         failures.append(exc)
-        stop.set()
+        stop.request()
 
 
 def _watch(
@@ -262,7 +269,7 @@ def _watch(
     gw: Gateway,
     publisher: Publisher,
     view: StoreView,
-    stop: threading.Event,
+    stop: StopSignal,
     seconds: float,
 ) -> None:
     """Print every alert transition as it is stored, and every few seconds a live line and the

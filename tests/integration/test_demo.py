@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from contextlib import closing
 from pathlib import Path
+
+import pytest
 
 
 def _cli() -> str:
@@ -45,6 +50,8 @@ def test_demo_runs_stops_by_itself_and_stores_traffic(tmp_path: Path) -> None:
     assert f"mosquitto_sub -h 127.0.0.1 -p {port} -t 'estate/#' -v" in run.stdout, output
     assert "Ctrl-C" in run.stdout
     assert str(tmp_path) in run.stdout
+    assert f"the record is kept in: {tmp_path}" in run.stdout, output  # --data: kept, and said
+    assert "was removed" not in output
     [store] = tmp_path.glob("*.sqlite")
     with closing(sqlite3.connect(store)) as db:
         scans = db.execute("SELECT count(*) FROM scans").fetchone()[0]
@@ -102,3 +109,49 @@ def test_demo_moves_off_a_taken_default_port(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Port 1883 is taken" in result.stderr
     assert "mqtt://127.0.0.1:1883" not in result.stdout
+
+
+def test_double_ctrl_c_stops_the_demo_and_removes_its_temporary_store(tmp_path: Path) -> None:
+    """Prevents `demo` hanging for ever when a second SIGINT arrives during the first one's
+    handling (`timeout -s INT` and a quick double Ctrl-C both signal twice), leaving its broker
+    running, or leaving a `patrol-demo-*` folder in the temp directory at every run without
+    --data (issue 8 items 7 and 22)."""
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    demo = subprocess.Popen(
+        [_cli(), "demo", "--port", "0", "--speed", "30"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        env=env,
+    )
+    try:
+        assert demo.stdout is not None
+        seen: list[str] = []
+        for line in demo.stdout:  # up to the banner's last line: everything runs by then
+            seen.append(line)
+            if "Ctrl-C" in line:
+                break
+        banner = "".join(seen)
+        port = re.search(r"mqtt://127\.0\.0\.1:(\d+)", banner)
+        assert port and "Ctrl-C" in banner, banner
+        [store_dir] = tmp_path.glob("patrol-demo-*")
+        time.sleep(1.0)  # some traffic
+
+        demo.send_signal(signal.SIGINT)
+        demo.send_signal(signal.SIGINT)
+        began = time.monotonic()
+        rest, _ = demo.communicate(timeout=30)
+        took = time.monotonic() - began
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.communicate()
+    output = banner + rest
+    assert demo.returncode == 0, output
+    assert took < 15, (took, output)
+    assert "final counters" in output, output
+    assert f"The temporary store {store_dir} was removed" in output, output
+    assert not store_dir.exists() and not list(tmp_path.glob("patrol-demo-*"))
+    with pytest.raises(ConnectionRefusedError):  # the broker went with the demo
+        socket.create_connection(("127.0.0.1", int(port.group(1))), timeout=5).close()

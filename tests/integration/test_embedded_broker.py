@@ -1,29 +1,51 @@
-"""The demo's embedded amqtt broker must behave like Mosquitto for everything the gateway uses."""
+"""The demo's embedded broker must keep the contract's MQTT promises (§2) as Mosquitto does.
+
+Every behaviour test runs twice, against the embedded broker and against a private Mosquitto:
+retained messages per subscription, QoS 1 redelivery to a persistent session, the last will,
+and MQTT 5 *no local* (or a clean refusal of MQTT 5, so the gateway falls back to 3.1.1).
+"""
 
 from __future__ import annotations
 
 import gc
-import logging
+import importlib.util
+import os
+import signal
 import socket
+import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import psutil
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.demo.broker import EmbeddedBroker, EmbeddedBrokerError
+from tests.support.mosquitto import Mosquitto
 
 TIMEOUT = 5.0  # every wait in this file is bounded by this, so a broken broker fails, not hangs
 QUIET = 0.3  # how long "nothing else arrives" is watched for
 
 SCAN_FILTER = "estate/+/reader/+/scan"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A running broker under test: where it listens and what it is."""
+
+    name: str
+    host: str
+    port: int
+    mqtt5: bool  # accepts MQTT 5 connections (else it must refuse them)
 
 
 @dataclass(frozen=True)
@@ -41,7 +63,7 @@ class Client:
 
     def __init__(
         self,
-        broker: EmbeddedBroker,
+        broker: Target,
         client_id: str,
         *,
         subscriptions: tuple[str, ...] = (),
@@ -69,7 +91,7 @@ class Client:
         )
         self._paho.manual_ack_set(self.manual_ack)
         if will is not None:
-            self._paho.will_set(will[0], will[1], qos=1)
+            self._paho.will_set(will[0], will[1], qos=1, retain=True)  # as a device's status
         self._paho.on_connect = self._on_connect
         self._paho.on_subscribe = self._on_subscribe
         self._paho.on_message = self._on_message
@@ -182,15 +204,20 @@ class Client:
                 raise TimeoutError(f"waited {timeout}s for {what}; got {self.messages}")
 
 
-@pytest.fixture
-def broker() -> Iterator[EmbeddedBroker]:
-    """A fresh embedded broker per test (it starts in tens of milliseconds)."""
-    with EmbeddedBroker(start_timeout=TIMEOUT) as running:
-        yield running
+@pytest.fixture(params=["embedded", "mosquitto"])
+def broker(request: pytest.FixtureRequest) -> Iterator[Target]:
+    """A fresh broker per test, embedded or Mosquitto: no session or retained message of an
+    earlier test can be there (each starts in well under a second)."""
+    if request.param == "embedded":
+        with EmbeddedBroker(start_timeout=TIMEOUT) as embedded:
+            yield Target("embedded", embedded.host, embedded.port, mqtt5=False)
+    else:
+        mosquitto: Mosquitto = request.getfixturevalue("fresh_mosquitto")
+        yield Target("mosquitto", mosquitto.host, mosquitto.port, mqtt5=True)
 
 
 @pytest.fixture
-def clients(broker: EmbeddedBroker) -> Iterator[Callable[..., Client]]:
+def clients(broker: Target) -> Iterator[Callable[..., Client]]:
     """Factory for clients that are all disconnected before the broker stops."""
     made: list[Client] = []
 
@@ -202,15 +229,6 @@ def clients(broker: EmbeddedBroker) -> Iterator[Callable[..., Client]]:
     yield make
     for client in made:
         client.stop()
-
-
-@pytest.fixture(autouse=True)
-def no_broker_complaints(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Fail a test whose traffic made amqtt log a warning (e.g. a PUBACK it did not expect)."""
-    caplog.set_level(logging.WARNING, logger="amqtt")
-    yield
-    complaints = [r for r in caplog.records if r.name.startswith("amqtt")]
-    assert not complaints, [r.getMessage() for r in complaints]
 
 
 def test_qos1_round_trip_with_manual_ack(clients: Callable[..., Client]) -> None:
@@ -228,38 +246,68 @@ def test_qos1_round_trip_with_manual_ack(clients: Callable[..., Client]) -> None
     assert gateway.acks == [MQTTErrorCode.MQTT_ERR_SUCCESS] * 2
 
 
-def test_retained_message_is_set_and_cleared_by_empty_payload(
+RETAINED = {  # what a running gateway and its devices leave retained (§2)
+    "estate/zcity/device/fd-1/status": b"online",
+    "estate/zcity/patrol/status": b'{"day": "2026-11-27"}',
+    "estate/zcity/gateway/status": b"online",
+    "estate/zcity/alert/a1": b'{"id": "a1"}',
+    "estate/zcity/alert/a2": b'{"id": "a2"}',
+}
+
+
+def test_new_subscriber_gets_exactly_its_topics_retained_messages(
     clients: Callable[..., Client],
 ) -> None:
-    """Prevents a demo dashboard showing a stale gateway status after it was cleared."""
-    publisher = clients("status-publisher", clean_session=True).start()
-    publisher.publish("estate/e1/gateway/status", b"online", retain=True)
+    """Prevents a dashboard subscribed to `alert/+` being handed device and patrol statuses,
+    a subscriber to an unrelated topic being handed the site's state, a retained message
+    arriving twice, or a closed alert (empty retained message) still showing (§2; amqtt 0.12
+    handed every new client the retained messages of every earlier client's subscriptions)."""
+    publisher = clients("gateway-out", clean_session=True).start()
+    for topic, payload in RETAINED.items():
+        publisher.publish(topic, payload, retain=True)
+    # A persistent subscriber to the whole tree, as the gateway is, connected first.
+    whole = clients("gateway", subscriptions=("estate/#",)).start()
+    assert sorted(m.topic for m in whole.expect_exactly(len(RETAINED))) == sorted(RETAINED)
 
-    late = clients("late-1", subscriptions=("estate/e1/gateway/#",), clean_session=True).start()
-    assert late.expect_exactly(1) == [Received("estate/e1/gateway/status", b"online", 1, True)]
+    alerts = clients("dashboard", subscriptions=("estate/zcity/alert/+",), clean_session=True)
+    assert sorted(alerts.start().expect_exactly(2), key=lambda m: m.topic) == [
+        Received("estate/zcity/alert/a1", b'{"id": "a1"}', 1, True),
+        Received("estate/zcity/alert/a2", b'{"id": "a2"}', 1, True),
+    ]
+    unrelated = clients("unrelated", subscriptions=("nothing/here",), clean_session=True).start()
+    # A marker after the subscription: a retained message handed over would come before it.
+    publisher.publish("nothing/here", b"marker")
+    assert unrelated.expect_exactly(1) == [Received("nothing/here", b"marker", 1, False)]
 
-    publisher.publish("estate/e1/gateway/status", b"", retain=True)
-    later = clients("late-2", subscriptions=("estate/e1/gateway/#",), clean_session=True).start()
-    # A marker after the subscription: had a retained status survived, it would come first.
-    publisher.publish("estate/e1/gateway/marker", b"m")
-    assert later.expect_exactly(1) == [Received("estate/e1/gateway/marker", b"m", 1, False)]
+    publisher.publish("estate/zcity/alert/a1", b"", retain=True)  # the alert closed
+    later = clients("dashboard-2", subscriptions=("estate/zcity/alert/+",), clean_session=True)
+    assert later.start().expect_exactly(1) == [
+        Received("estate/zcity/alert/a2", b'{"id": "a2"}', 1, True)
+    ]
 
 
-def test_last_will_is_published_on_abrupt_disconnect_only(
+def test_last_will_is_published_and_retained_on_abrupt_disconnect_only(
     clients: Callable[..., Client],
 ) -> None:
-    """Prevents the demo never raising a "reader offline" alert when a reader loses power."""
-    watcher = clients("watcher", subscriptions=("estate/+/reader/+/status",)).start()
+    """Prevents the demo never raising a "device offline" alert when a reader loses power, a
+    dashboard started later not seeing it (the status is a retained last will, §2), or a
+    reader that said goodbye properly being reported offline."""
+    watcher = clients("watcher", subscriptions=("estate/+/device/+/status",)).start()
 
-    polite = clients("reader-2", clean_session=True, will=("estate/e1/reader/r2/status", b"gone"))
+    polite = clients("fd-2", clean_session=True, will=("estate/e1/device/fd-2/status", b"offline"))
     polite.start()
     polite.stop()  # DISCONNECT: the will must be discarded
 
-    crashing = clients("reader-1", clean_session=True, will=("estate/e1/reader/r1/status", b"gone"))
+    crashing = clients(
+        "fd-1", clean_session=True, will=("estate/e1/device/fd-1/status", b"offline")
+    )
     crashing.start_in_foreground()
     crashing.crash()
 
-    assert watcher.expect_exactly(1) == [Received("estate/e1/reader/r1/status", b"gone", 1, False)]
+    expected = Received("estate/e1/device/fd-1/status", b"offline", 1, False)
+    assert watcher.expect_exactly(1) == [expected]
+    late = clients("late", subscriptions=("estate/+/device/+/status",), clean_session=True)
+    assert late.start().expect_exactly(1) == [Received(expected.topic, b"offline", 1, True)]
 
 
 def test_wildcard_subscriptions_route_by_level(clients: Callable[..., Client]) -> None:
@@ -295,67 +343,184 @@ def test_persistent_session_gets_backlog_after_reconnect(clients: Callable[..., 
 
     again = clients("gateway", subscriptions=(SCAN_FILTER,), manual_ack=True).start()
     assert again.session_present is True
-    received = again.expect_exactly(3)
-    # amqtt 0.12 sets the retain flag on queued messages (Mosquitto does not), so only
-    # topic, payload, QoS and order are the contract here.
-    assert [(m.topic, m.payload, m.qos) for m in received] == [
-        ("estate/e1/reader/r1/scan", f"offline-{n}".encode(), 1) for n in range(3)
+    assert again.expect_exactly(3) == [
+        Received("estate/e1/reader/r1/scan", f"offline-{n}".encode(), 1, False) for n in range(3)
     ]
     assert again.acks == [MQTTErrorCode.MQTT_ERR_SUCCESS] * 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="amqtt 0.12 drops an unacked QoS 1 message when the subscriber's connection dies; "
-    "Mosquitto redelivers it. Crash-recovery checks belong on Mosquitto (see docs).",
-)
 def test_unacked_message_is_redelivered_after_crash(clients: Callable[..., Client]) -> None:
-    """Documents the one at-least-once gap of the demo broker; XPASS means amqtt fixed it."""
+    """Prevents a scan being lost when the gateway dies after receiving it but before storing
+    and acknowledging it: the broker must send it again to the persistent session (amqtt 0.12
+    dropped it), along with what was published while the gateway was away."""
     # Receives but never acks: the gateway died while storing the scan.
     crashing = clients("gateway", subscriptions=(SCAN_FILTER,), never_ack=True)
     crashing.start_in_foreground()
-    clients("reader-1", clean_session=True).start().publish("estate/e1/reader/r1/scan", b"A1")
+    reader = clients("reader-1", clean_session=True).start()
+    reader.publish("estate/e1/reader/r1/scan", b"A1")
     crashing.pump_until(lambda: len(crashing.messages) == 1)
     crashing.crash()
+    reader.publish("estate/e1/reader/r1/scan", b"A2")
 
     again = clients("gateway", subscriptions=(SCAN_FILTER,), manual_ack=True).start()
-    # Mosquitto resends at once on reconnect, so a short wait keeps this xfail cheap.
-    assert [m.payload for m in again.expect(1, timeout=1.0)] == [b"A1"]
+    assert again.session_present is True
+    assert [m.payload for m in again.expect_exactly(2)] == [b"A1", b"A2"]
+    assert again.acks == [MQTTErrorCode.MQTT_ERR_SUCCESS] * 2
 
 
-def test_listens_on_loopback_only(broker: EmbeddedBroker) -> None:
+def _mqtt5_connack(target: Target) -> bytes:
+    """Send an MQTT 5 CONNECT on a raw socket; return what comes back before the socket closes
+    or a CONNACK is complete (b"" if the broker just closes the connection)."""
+    client_id = b"mqtt5-probe"
+    body = b"\x00\x04MQTT\x05\x02\x00\x1e\x00" + struct.pack("!H", len(client_id)) + client_id
+    with socket.create_connection((target.host, target.port), timeout=TIMEOUT) as sock:
+        sock.sendall(bytes([0x10, len(body)]) + body)
+        answer = b""
+        while len(answer) < 2 or len(answer) < 2 + answer[1]:
+            chunk = sock.recv(64)
+            if not chunk:
+                break
+            answer += chunk
+        return answer
+
+
+def test_mqtt5_no_local_or_a_clean_refusal(broker: Target) -> None:
+    """Prevents the gateway receiving its own publications back, or hanging on a broker that
+    neither honours MQTT 5 *no local* nor refuses MQTT 5: the gateway connects with MQTT 5 and
+    falls back to 3.1.1 when refused. Mosquitto honours no local; the embedded broker (a 3.1.1
+    listener) closes an MQTT 5 connection at once without a CONNACK, which counts as a refusal."""
+    answer = _mqtt5_connack(broker)
+    if not broker.mqtt5:
+        assert answer == b"", answer  # closed: no session, no CONNACK
+        return
+    assert answer[:1] == b"\x20" and answer[3] == 0x00, answer  # CONNACK, success
+
+    got: list[bytes] = []
+    subscribed = threading.Event()
+    v5 = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id="gateway-v5",
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
+    v5.on_subscribe = lambda *_args: subscribed.set()
+    v5.on_message = lambda _c, _u, m: got.append(bytes(m.payload))
+    v5.connect(broker.host, broker.port, keepalive=30)
+    v5.loop_start()
+    try:
+        v5.subscribe("estate/#", options=SubscribeOptions(qos=1, noLocal=True))
+        assert subscribed.wait(TIMEOUT)
+        v5.publish("estate/e1/alert/own", b"own", qos=1).wait_for_publish(TIMEOUT)
+        other = Client(broker, "device", clean_session=True).start()
+        other.publish("estate/e1/reader/r1/scan", b"theirs")
+        other.stop()
+        deadline = time.monotonic() + TIMEOUT
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(QUIET)
+        assert got == [b"theirs"]
+    finally:
+        v5.disconnect()
+        v5.loop_stop()
+
+
+# --- the embedded broker's own life cycle ------------------------------------------------------
+
+
+def _listening(port: int) -> set[str]:
+    """Local addresses with a TCP socket listening on `port`, from /proc/net/tcp{,6}."""
+    found: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.rsplit(":", 1)
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                if len(address) == 8:  # IPv4, little-endian
+                    found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+                else:
+                    found.add(f"ipv6:{address}")
+    return found
+
+
+def test_listens_on_loopback_only() -> None:
     """Prevents the unauthenticated demo broker being reachable from the network."""
-    listening = {
-        conn.laddr
-        for conn in psutil.Process().net_connections(kind="inet")
-        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == broker.port
-    }
-    assert {(addr.ip, addr.port) for addr in listening} == {("127.0.0.1", broker.port)}
-    assert broker.host == "127.0.0.1"
-    assert broker.url == f"mqtt://127.0.0.1:{broker.port}"
+    with EmbeddedBroker(start_timeout=TIMEOUT) as broker:
+        assert _listening(broker.port) == {"127.0.0.1"}
+        assert broker.host == "127.0.0.1"
+        assert broker.url == f"mqtt://127.0.0.1:{broker.port}"
 
 
-def test_stop_leaves_no_thread_socket_or_warning() -> None:
-    """Prevents `patrol-gateway demo` hanging on exit or tests failing on leaked resources."""
+def _gone(pid: int, within: float = TIMEOUT) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        # A child of ours that exited stays a zombie until reaped: that counts as gone.
+        if Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z"):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_stop_leaves_no_process_socket_or_warning() -> None:
+    """Prevents `patrol-gateway demo` hanging on exit, leaving a broker process behind, or
+    tests failing on leaked resources."""
     threads_before = set(threading.enumerate())
     broker = EmbeddedBroker(start_timeout=TIMEOUT)
     broker.start()
-    port = broker.port
-    assert port != 0
-    client = Client(broker, "left-connected", subscriptions=(SCAN_FILTER,)).start()
+    port, pid = broker.port, broker.pid
+    assert port != 0 and pid is not None
+    target = Target("embedded", broker.host, port, mqtt5=False)
+    client = Client(target, "left-connected", subscriptions=(SCAN_FILTER,)).start()
 
     started = time.monotonic()
     broker.stop()  # with a client still connected, as when the demo is interrupted
     assert time.monotonic() - started < TIMEOUT
     client.stop()
 
-    assert not broker.running
+    assert not broker.running and broker.pid is None
+    assert _gone(pid)
     assert set(threading.enumerate()) <= threads_before
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT).close()
     broker.stop()  # idempotent
-    gc.collect()  # unclosed sockets or loops would surface now as errors under -W error
+    gc.collect()  # unclosed files or sockets would surface now as errors under -W error
+
+
+def test_broker_outlives_sigint_and_dies_with_its_parent(tmp_path: Path) -> None:
+    """Prevents Ctrl-C (SIGINT to the terminal's whole process group) killing the broker
+    before the demo has said goodbye through it, and a demo killed with -9 leaving a broker
+    process behind that holds port 1883."""
+    script = (
+        "import signal, time\n"
+        "from gateway.demo.broker import EmbeddedBroker\n"
+        "signal.signal(signal.SIGINT, lambda *_: None)  # the demo handles Ctrl-C itself\n"
+        "b = EmbeddedBroker(start_timeout=5.0); b.start()\n"
+        "print(b.pid, b.port, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a shell gives a command
+    )
+    try:
+        assert parent.stdout is not None
+        pid_text, port_text = parent.stdout.readline().split()
+        pid, port = int(pid_text), int(port_text)
+        os.killpg(parent.pid, signal.SIGINT)  # what Ctrl-C does
+        assert not _gone(pid, within=0.5)
+        socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT).close()
+        parent.kill()
+        parent.wait(TIMEOUT)
+        assert _gone(pid)
+    finally:
+        parent.kill()
+        parent.wait(TIMEOUT)
+        if parent.stdout is not None:
+            parent.stdout.close()
 
 
 def test_context_manager_restart_and_busy_port() -> None:
@@ -368,3 +533,18 @@ def test_context_manager_restart_and_busy_port() -> None:
 
     first.start()  # a stopped broker can be started again
     first.stop()
+
+
+def test_without_the_demo_extra_start_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Prevents a bare traceback from the child process when `pip install .` left out the
+    `[demo]` extra that holds the broker."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "iotcore" else real(name, *a)
+    )
+    broker = EmbeddedBroker(start_timeout=TIMEOUT)
+    with pytest.raises(EmbeddedBrokerError, match=r"pip install 'patrol-gateway\[demo\]'"):
+        broker.start()
+    assert not broker.running
