@@ -32,6 +32,7 @@ from gateway.ingest.mqtt import BrokerUrl, MqttLink
 from gateway.ingest.render import Renderer
 from gateway.ingest.topics import Topics
 from gateway.pipeline import CommandOutcome, Pipeline
+from gateway.signals import StopSignal
 from gateway.store.sqlite import SqliteStore, store_file
 from gateway.worker import StoreUnavailable, Submitted, Worker
 
@@ -342,20 +343,14 @@ def site_changes(old: Site, new: Site) -> str:
     return "; ".join(parts)
 
 
-class _StopFlag:
-    """Set by a signal handler. A handler must take no lock (a second Ctrl-C arriving while the
-    first is inside `Event.set()` deadlocks on the event's lock), so it only sets attributes
-    that the main loop polls."""
+class _ReloadFlag:
+    """Set by SIGHUP; like every handler here it takes no lock, the main loop polls it."""
 
     def __init__(self) -> None:
-        self.stop = False
-        self.reload = False
+        self.requested = False
 
-    def on_stop(self, _sig: int, _frame: FrameType | None) -> None:
-        self.stop = True
-
-    def on_reload(self, _sig: int, _frame: FrameType | None) -> None:
-        self.reload = True
+    def on_signal(self, _sig: int, _frame: FrameType | None) -> None:
+        self.requested = True
 
 
 def run_gateway(
@@ -378,11 +373,16 @@ def run_gateway(
     # The grace is two real seconds; under a scaled clock that is more clock time.
     grace = DEADLINE_GRACE * (clock.speed if isinstance(clock, ScaledClock) else 1.0)
     gateway = Gateway(site, url, data, root, clock=clock, grace=grace, site_file=site_file)
-    flag = _StopFlag()
-    signal.signal(signal.SIGTERM, flag.on_stop)
-    signal.signal(signal.SIGINT, flag.on_stop)
+    reload = _ReloadFlag()
     if hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, flag.on_reload)
+        signal.signal(signal.SIGHUP, reload.on_signal)
+    with StopSignal() as stop:
+        return _serve(gateway, site, url, stop, reload)
+
+
+def _serve(
+    gateway: Gateway, site: Site, url: BrokerUrl, stop: StopSignal, reload: _ReloadFlag
+) -> int:
     gateway.start()
     log.info(
         "巡检网关运行中 / Patrol Gateway running: site %s (%s), broker %s, store %s, topics %s/#",
@@ -393,10 +393,9 @@ def run_gateway(
         gateway.topics.base,
     )
     last_summary = time.monotonic()
-    while not flag.stop and gateway.alive():
-        time.sleep(0.2)
-        if flag.reload:
-            flag.reload = False
+    while not stop.wait(0.2) and gateway.alive():
+        if reload.requested:
+            reload.requested = False
             gateway.reload()
         if time.monotonic() - last_summary >= SUMMARY_SECONDS:
             last_summary = time.monotonic()
