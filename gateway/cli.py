@@ -220,7 +220,15 @@ def roster_swap(
     create: CreateOpt = False,
 ) -> None:
     """登记替班 · Register a swap now; a running gateway on the same --data applies it at once."""
+    from gateway.config.models import Role
+
     site = _load(config)
+    if not site.has_role(manager, [Role.duty_manager]):
+        typer.echo(
+            f"{manager!r} 不是值班经理 / is not a person with the duty_manager role in {config}",
+            err=True,
+        )
+        raise typer.Exit(1)
     _roster_store(config, data, create)
     day = date.date()
     actor = by if by in site.people else manager

@@ -43,6 +43,7 @@ ALERT_FIELDS = {
     "acknowledged_at",
     "acknowledged_by",
     "cleared_at",
+    "shelved_until",
     "message",
     "details",
 }
@@ -205,7 +206,7 @@ def test_device_offline_raises_a_retained_alert_and_online_clears_it(
     with store_of(gateway) as store:
         assert record["id"] not in {alert.id for alert in store.open_alerts()}
         changes = [t["change"] for t in store.transitions() if t["alert_id"] == record["id"]]
-    assert changes == ["open", "closed"]
+    assert changes == ["open", "cleared"]
 
 
 def test_unknown_credential_raises_an_alert(
