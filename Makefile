@@ -8,6 +8,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 # Only folders that exist: git does not keep an empty one, and ruff fails on a missing path.
 SRC    := $(wildcard gateway devices tests)
 APT_PACKAGES := mosquitto mosquitto-clients socat
@@ -32,11 +33,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Reinstall only when pyproject.toml changed since the last successful install.
+# `dev` holds the tools and every extra the tests use (demo, devices): see pyproject.toml.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@ $(DEMO_STAMP)
+
+# The demo needs only the gateway and its embedded broker (the `demo` extra).
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[demo]'
 	@touch $@
 
-run: $(STAMP)
+run: $(DEMO_STAMP)
 	$(BIN)/patrol-gateway demo
 
 # The integration tests start their own private broker on a free loopback port; they never use

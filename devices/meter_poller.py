@@ -39,12 +39,15 @@ from devices.meter_config import (
     connection_of,
     load_config,
 )
-from devices.meter_modbus import ModbusSource, Source, Value, read_meter
 from devices.mqtt_device import device_client, held
 from gateway.config import ConfigError, load_site
+from gateway.extras import requires_extra
 from gateway.ingest.mqtt import BrokerUrl
 from gateway.ingest.topics import Topics
 from gateway.timeutil import iso
+
+with requires_extra("devices"):
+    from devices.meter_modbus import ModbusSource, Source, Value, read_meter
 
 log = logging.getLogger("devices.meter_poller")  # the same name under `python -m`
 

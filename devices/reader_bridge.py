@@ -37,10 +37,13 @@ import paho.mqtt.client as paho
 from devices.mqtt_device import device_client, held
 from devices.outbox import DEFAULT_MAX_ENTRIES, Outbox, OutboxFull
 from devices.reader_lines import DefaultMethod, parse_line, scan_payload
-from devices.reader_port import read_port
 from gateway.config.models import ID_RE
+from gateway.extras import requires_extra
 from gateway.ingest.mqtt import BrokerUrl
 from gateway.ingest.topics import Topics
+
+with requires_extra("devices"):
+    from devices.reader_port import read_port
 
 log = logging.getLogger("devices.reader_bridge")
 

@@ -20,16 +20,44 @@ from gateway.cli_ops import (
     reload_command,
     send,
 )
+from gateway.clihelp import TidyGroup
 from gateway.config import ConfigError, Site, load_site
+from gateway.extras import requires_extra
 
 app = typer.Typer(
+    cls=TidyGroup,  # plain help: `FILE`, not `{path}` or `<path>`, on every command
     add_completion=False,
     no_args_is_help=True,
     help="物业值班经理巡检网关 · Patrol Gateway: MQTT in, a durable record out, live rules.",
 )
 
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"patrol-gateway {version('patrol-gateway')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            typer.echo("patrol-gateway (版本未知 / version unknown: not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _top(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_version, help="版本 / print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """物业值班经理巡检网关 · Patrol Gateway: MQTT in, a durable record out, live rules."""
+
+
 ConfigOpt = Annotated[
-    pathlib.Path, typer.Option("--config", "-c", help="站点配置 / the site file (YAML)")
+    pathlib.Path,
+    typer.Option("--config", "-c", metavar="FILE", help="站点配置 / the site file (YAML)"),
 ]
 
 
@@ -53,14 +81,26 @@ def _instant(option: str, text: str, site: Site) -> dt.datetime:
 
 
 @app.command("check-config")
-def check_config(path: Annotated[pathlib.Path, typer.Argument(help="the site file")]) -> None:
+def check_config(
+    path: Annotated[pathlib.Path, typer.Argument(metavar="FILE", help="站点配置 / the site file")],
+) -> None:
     """校验站点配置 · Validate a site file; exit 0, or 1 listing every error."""
+    from gateway.messages import bilingual, count
+
     site = _load(path)
-    typer.echo(
-        f"站点配置有效 / site file is valid: {site.id} ({site.name}), "
-        f"{len(site.people)} people, {len(site.posts)} posts, {len(site.reader_post)} readers, "
-        f"{len(site.equipment)} equipment, time zone {site.tz.key}"
+    people, posts = len(site.people), len(site.posts)
+    readers, equipment = len(site.reader_post), len(site.equipment)
+    zh = (
+        f"站点配置有效：{site.id}（{site.name}），{people} 人，{posts} 个岗位，"
+        f"{readers} 个读卡器，{equipment} 台设备，时区 {site.tz.key}"
     )
+    en = (
+        f"site file is valid: {site.id} ({site.name}), {count(people, 'person', 'people')}, "
+        f"{count(posts, 'post', 'posts')}, {count(readers, 'reader', 'readers')}, "
+        f"{count(equipment, 'piece of equipment', 'pieces of equipment')}, "
+        f"time zone {site.tz.key}"
+    )
+    typer.echo(bilingual(site.config.site.locale, zh, en))
 
 
 @app.command()
@@ -175,11 +215,13 @@ def demo(
     ] = 1.0,
 ) -> None:
     """演示 · The whole system on one machine: embedded broker, store, demo site, simulator."""
-    from gateway.demo.runner import run_demo
+    with requires_extra("demo"):
+        from gateway.demo.runner import run_demo
 
-    raise typer.Exit(
-        run_demo(port=port, data=data, speed=speed, seconds=seconds, faults_scale=faults_scale)
-    )
+        code = run_demo(
+            port=port, data=data, speed=speed, seconds=seconds, faults_scale=faults_scale
+        )
+    raise typer.Exit(code)
 
 
 roster_app = typer.Typer(

@@ -87,3 +87,13 @@ def person_name(site: Site, person: str | None) -> str:
     """A person's name for messages (the id if unknown)."""
     who = site.people.get(person) if person else None
     return who.name if who else str(person)
+
+
+def bilingual(locale: str, zh: str, en: str) -> str:
+    """A line for people: `中文 / English` on a Chinese site, English alone on an English one."""
+    return en if locale == "en" or not zh else f"{zh} / {en}"
+
+
+def count(n: int, one: str, many: str) -> str:
+    """`1 person`, `2 people`: an English count with the right noun."""
+    return f"{n} {one if n == 1 else many}"

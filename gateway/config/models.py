@@ -25,11 +25,19 @@ ID_RE = re.compile(ID_PATTERN)
 Id = Annotated[str, Field(pattern=ID_PATTERN, description="[a-z0-9][a-z0-9_-]{0,63}")]
 
 
+class Invalid(ValueError):
+    """A validator's refusal in both languages; `check-config` shows the site's one and English."""
+
+    def __init__(self, en: str, zh: str) -> None:
+        super().__init__(en)
+        self.zh = zh
+
+
 def _clock(text: str) -> str:
     try:
         parse_clock(text)
     except BadTime as exc:
-        raise ValueError(str(exc)) from exc
+        raise Invalid(str(exc), f'{text!r} 不是有效的时刻，请写成 "08:30" 这样的格式') from exc
     return text
 
 
@@ -40,7 +48,10 @@ def _zone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown IANA time zone {value!r} (e.g. Asia/Shanghai)") from exc
+        raise Invalid(
+            f"unknown IANA time zone {value!r} (e.g. Asia/Shanghai)",
+            f"未知的时区 {value!r}（应为 IANA 时区名，如 Asia/Shanghai）",
+        ) from exc
     return value
 
 
@@ -129,11 +140,17 @@ class Duty(_Strict):
 def _credential(text: str) -> str:
     method, sep, value = text.partition(":")
     if not sep or method not in ("nfc", "qr") or not value:
-        raise ValueError(f'{text!r}: write a credential as "nfc:04A224B1C23380" or "qr:TEXT"')
+        raise Invalid(
+            f'{text!r}: write a credential as "nfc:04A224B1C23380" or "qr:TEXT"',
+            f'{text!r}：凭证应写成 "nfc:04A224B1C23380" 或 "qr:文本"',
+        )
     if method == "nfc":
         uid = normalize_uid(value)
         if uid is None:
-            raise ValueError(f"{text!r}: an NFC UID is hexadecimal (separators : - space allowed)")
+            raise Invalid(
+                f"{text!r}: an NFC UID is hexadecimal (separators : - space allowed)",
+                f"{text!r}：NFC 卡号应为十六进制（可用 : - 或空格分隔）",
+            )
         return f"nfc:{uid}"
     return text
 
@@ -184,9 +201,15 @@ class Metric(_Strict):
     @model_validator(mode="after")
     def _coherent(self) -> Metric:
         if self.expect is not None and (self.min is not None or self.max is not None):
-            raise ValueError("a metric has either expect (boolean) or min/max (number), not both")
+            raise Invalid(
+                "a metric has either expect (boolean) or min/max (number), not both",
+                "指标只能有 expect（开关量）或 min/max（数值）之一，不能同时有",
+            )
         if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min {self.min} is above max {self.max}")
+            raise Invalid(
+                f"min {self.min} is above max {self.max}",
+                f"下限 min {self.min} 高于上限 max {self.max}",
+            )
         return self
 
 
@@ -226,7 +249,9 @@ class Swap(_Strict):
         try:
             parse_instant(value, dt.UTC)
         except BadTime as exc:
-            raise ValueError(str(exc)) from exc
+            raise Invalid(
+                str(exc), f"{value!r} 不是有效的时间（应为 ISO 8601，如 2026-11-27T15:00:00+08:00）"
+            ) from exc
         return value
 
 
@@ -239,7 +264,10 @@ class Roster(_Strict):
     def _every_day(cls, value: dict[Weekday, str]) -> dict[Weekday, str]:
         missing = [d for d in WEEKDAYS if d not in value]
         if missing:
-            raise ValueError(f"the weekly roster names nobody for {', '.join(missing)}")
+            days = ", ".join(missing)
+            raise Invalid(
+                f"the weekly roster names nobody for {days}", f"每周轮值表缺少这几天的人：{days}"
+            )
         return value
 
 

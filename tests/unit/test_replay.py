@@ -1,61 +1,30 @@
-"""`patrol-gateway replay` (contract §7) against the shared acceptance scenario."""
+"""`patrol-gateway replay` (contract §7) on the project's own scenarios and small cases.
+
+The public scenario in ../shared is checked by tests/integration/test_shared_scenarios.py."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import pathlib
-import subprocess
-import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from gateway.cli import app
-from gateway.config import load_site
-from gateway.replay import Recorded, read_events, replay
-
-PG = str(pathlib.Path(sys.executable).with_name("patrol-gateway"))
+from gateway.replay import Recorded, read_events
+from tests.support.scenarios import OWN, expected, load, own_cases, replayed
 
 
-def expected(shared_dir: pathlib.Path) -> list[tuple[str, str, str, str]]:
-    path = shared_dir / "scenarios" / "zcity" / "two-days.expected.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [(r["at"], r["rule"], r["subject"], r["state"]) for r in rows]
-
-
-def test_scenario_transitions_exactly(shared_dir: pathlib.Path) -> None:
-    """All 21 transitions of the two-day scenario, nothing else, in time order (§5, §7)."""
-    scenario = shared_dir / "scenarios" / "zcity"
-    site = load_site(scenario / "site.yaml")
-    with (scenario / "two-days.jsonl").open(encoding="utf-8") as handle:
-        got = [
-            (t.at.astimezone(site.tz).isoformat(), t.alert.rule, t.alert.subject, t.alert.state)
-            for t in replay(site, read_events(handle, site.tz))
-            if t.is_state_change
-        ]
-    want = expected(shared_dir)
-    assert len(want) == 21
+@pytest.mark.parametrize(("folder", "name"), own_cases(), ids=lambda c: getattr(c, "name", c))
+def test_own_scenarios_transitions_exactly(folder: pathlib.Path, name: str) -> None:
+    """Every transition the project's hand-worked scenarios expect (tests/scenarios/README.md),
+    nothing else, in time order (§5, §7); the public one is in tests/integration."""
+    got = replayed(load(folder), folder, name)
+    want = expected(folder, name)
+    assert want
     assert sorted(got) == sorted(want)
     assert [g[0] for g in got] == sorted(g[0] for g in got)  # printed in time order
-
-
-def test_check_scenarios_tool_accepts_the_command(shared_dir: pathlib.Path) -> None:
-    """The outside checker, run on the installed command, finds the scenario exact."""
-    tool = shared_dir / "tools" / "check-scenarios"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(tool),
-            PG,
-            str(shared_dir / "scenarios" / "zcity"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "1/1 scenarios exact" in result.stdout
 
 
 ZONE_SITE = """
@@ -210,26 +179,21 @@ def test_command_lines_act_on_alerts_at_their_time(tmp_path: pathlib.Path) -> No
     assert "-:3:" in result.stderr and "1 refused" in result.stderr
 
 
-def test_early_warnings_only_when_the_site_file_asks(shared_dir: pathlib.Path) -> None:
-    """Replay keeps the contract's transitions exact; the site file can turn warnings on."""
+def test_early_warnings_only_when_the_site_file_asks() -> None:
+    """Replay keeps the contract's transitions exact; the site file can turn warnings on
+    (berlin/late-swap: ben's patrol time is at risk on 1 Dec)."""
     import yaml
 
     from gateway.config import parse_site
 
-    scenario = shared_dir / "scenarios" / "zcity"
-    data = yaml.safe_load((scenario / "site.yaml").read_text(encoding="utf-8"))
+    folder = OWN / "berlin"
+    data = yaml.safe_load((folder / "site.yaml").read_text(encoding="utf-8"))
     data["duty"]["early_warnings"] = {"enabled": True}
-    site = parse_site(data)
-    with (scenario / "two-days.jsonl").open(encoding="utf-8") as handle:
-        got = [
-            (t.at.astimezone(site.tz).isoformat(), t.alert.rule, t.alert.subject, t.alert.state)
-            for t in replay(site, read_events(handle, site.tz))
-            if t.is_state_change
-        ]
+    got = replayed(parse_site(data), folder, "late-swap")
     warnings = [g for g in got if g[1].endswith("_at_risk")]
-    assert ("2026-11-28T17:00:00+08:00", "patrol.key_post_at_risk", "model-home", "open") in got
-    assert any(w[1] == "patrol.hours_at_risk" and w[2] == "li-na" for w in warnings)
-    assert sorted(g for g in got if not g[1].endswith("_at_risk")) == sorted(expected(shared_dir))
+    assert any(w[1] == "patrol.hours_at_risk" and w[2] == "ben" for w in warnings), got
+    rules = sorted(g for g in got if not g[1].endswith("_at_risk"))
+    assert rules == sorted(expected(folder, "late-swap"))
 
 
 def test_late_delivery_finds_the_deadline_decided(tmp_path: pathlib.Path) -> None:
@@ -257,20 +221,3 @@ def test_late_delivery_finds_the_deadline_decided(tmp_path: pathlib.Path) -> Non
     rows = [(r["rule"], r["state"], r["at"]) for r in map(json.loads, result.stdout.splitlines())]
     assert ("duty.absent", "open", "2026-07-01T09:00:00-04:00") in rows
     assert ("duty.absent", "closed", "2026-07-01T09:20:00-04:00") in rows
-
-
-def test_own_scenarios_on_another_site_and_time_zone(shared_dir: pathlib.Path) -> None:
-    """The outside checker agrees on the project's own scenarios, written by hand from §5."""
-    own = pathlib.Path(__file__).parents[1] / "scenarios"
-    tool = shared_dir / "tools" / "check-scenarios"
-    folders = sorted(str(p) for p in own.iterdir() if p.is_dir())
-    assert folders
-    result = subprocess.run(
-        [sys.executable, str(tool), PG, *folders],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"{len(folders)}/{len(folders)} scenarios exact" in result.stdout

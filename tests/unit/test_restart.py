@@ -13,15 +13,9 @@ from gateway.config import Site, load_site
 from gateway.events import Message
 from gateway.ingest.topics import Topics
 from gateway.pipeline import Pipeline
-from gateway.replay import Recorded, read_events
+from gateway.replay import Recorded
 from gateway.store.sqlite import SqliteStore
-
-
-def scenario(shared_dir: pathlib.Path) -> tuple[Site, list[Recorded]]:
-    folder = shared_dir / "scenarios" / "zcity"
-    site = load_site(folder / "site.yaml")
-    with (folder / "two-days.jsonl").open(encoding="utf-8") as handle:
-        return site, list(read_events(handle, site.tz))
+from tests.support.scenarios import OWN, events, expected, load, own_cases
 
 
 def run(
@@ -63,49 +57,50 @@ def run(
     ]
 
 
-@pytest.mark.parametrize(("every", "grace"), [(4, 0), (7, 0), (333, 0), (5, 2), (7, 120)])
+@pytest.mark.parametrize(("folder", "name"), own_cases(), ids=lambda c: getattr(c, "name", c))
+@pytest.mark.parametrize(("every", "grace"), [(3, 0), (7, 0), (11, 0), (5, 2), (4, 120)])
 def test_restarts_change_nothing(
-    shared_dir: pathlib.Path, tmp_path: pathlib.Path, every: int, grace: int
+    tmp_path: pathlib.Path, folder: pathlib.Path, name: str, every: int, grace: int
 ) -> None:
     """Restarting every N messages gives the same transitions, ids included, each exactly once,
-    also with a live grace (messages received within the grace before the mark count)."""
-    site, events = scenario(shared_dir)
+    also with a live grace (messages received within the grace before the mark count); on
+    the project's own scenarios (the public one: tests/integration)."""
+    site = load(folder)
+    recorded = events(folder, name, site)
     delay = dt.timedelta(seconds=grace)
-    baseline = run(site, events, tmp_path / "a.sqlite", set(), delay)
-    assert len(baseline) == 21
-    cuts = set(range(every, len(events), every))
-    assert run(site, events, tmp_path / "b.sqlite", cuts, delay) == baseline
+    baseline = run(site, recorded, tmp_path / "a.sqlite", set(), delay)
+    assert len(baseline) == len(expected(folder, name))
+    cuts = set(range(every, len(recorded), every))
+    assert cuts
+    assert run(site, recorded, tmp_path / "b.sqlite", cuts, delay) == baseline
 
 
-def test_restart_at_two_pm_knows_the_morning(
-    shared_dir: pathlib.Path, tmp_path: pathlib.Path
-) -> None:
-    """Restart at 14:00 on the 28th: morning patrol time, signed posts and handover come back."""
-    site, events = scenario(shared_dir)
-    cut = next(
-        i
-        for i, e in enumerate(events)
-        if e.received_at and e.received_at >= dt.datetime(2026, 11, 28, 6, 0, tzinfo=dt.UTC)
-    )
+def test_restart_at_noon_knows_the_morning(tmp_path: pathlib.Path) -> None:
+    """Restart at noon on 1 Dec (berlin/late-swap): ben's 65 patrol minutes of the morning,
+    his signed key posts, the done handover and the overdue round all come back."""
+    folder = OWN / "berlin"
+    site = load(folder)
+    recorded = events(folder, "late-swap", site)
+    noon = dt.datetime(2026, 12, 1, 11, 0, tzinfo=dt.UTC)  # 12:00 in Berlin
+    cut = next(i for i, e in enumerate(recorded) if e.received_at and e.received_at >= noon)
     path = tmp_path / "c.sqlite"
-    before = run(site, events[:cut], path, set())
+    before = run(site, recorded[:cut], path, set())
     store = SqliteStore(path)
     pipeline = Pipeline(
-        site, Topics("estate", site.id), store, events[0].received_at or dt.datetime.min
+        site, Topics("estate", site.id), store, recorded[0].received_at or dt.datetime.min
     )
-    pipeline.restore("2026-11-28T06:00:00+00:00")
+    pipeline.restore(noon.isoformat())
     status = pipeline.status()
     assert status is not None
-
     body = status
-    assert body["duty_day"] == "2026-11-28"
-    assert body["duty_manager"]["id"] == "li-na"
-    assert body["handover"]["state"] == "done"
-    assert body["patrol"]["minutes"] > 60
-    assert {p["post"] for p in body["key_posts"]["signed"]} >= {"front-desk", "monitoring-center"}
-    assert "model-home" in {p["post"] for p in body["key_posts"]["missing"]}
     store.close()
-    assert any("duty.absent" in line for line in before)
+    assert body["duty_day"] == "2026-12-01"
+    assert body["duty_manager"]["id"] == "ben"
+    assert body["handover"]["state"] == "done"
+    assert body["patrol"]["minutes"] == 65
+    assert {p["post"] for p in body["key_posts"]["signed"]} == {"lobby", "roof"}
+    assert [(r["post"], r["overdue"]) for r in body["rounds"]] == [("boiler", True)]
+    assert any("round.missed boiler open" in line for line in before)
 
 
 def test_message_received_within_the_grace_before_the_mark_survives_a_restart(

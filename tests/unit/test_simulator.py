@@ -11,11 +11,12 @@ import random
 from collections import defaultdict
 
 import pytest
+import yaml
 
 from devices.faults import FAULT_NAMES, Fault, FaultPlanner
 from devices.sim_publisher import SimClock
 from devices.simulator import FaultConfig, SimEvent, Simulator, demo_start, flood
-from gateway.config import Site, load_site
+from gateway.config import Site, load_site, parse_site
 from gateway.config.models import ENGINEERING_ROLES
 from gateway.events import Message, Reading, Scan
 from gateway.ingest.decode import Decoder
@@ -396,15 +397,18 @@ def test_battery_sags_slowly_and_recovers_after_an_engineer_visit(zcity: Site) -
         assert is_back(metric, values[-1])
 
 
-def test_faults_only_on_equipment_the_site_has(shared_dir: pathlib.Path) -> None:
-    """Prevents a simulator tied to the demo site: on the scenarios' site (no generator) the
+def test_faults_only_on_equipment_the_site_has() -> None:
+    """Prevents a simulator tied to the demo site: on the demo site without its generator the
     battery never sags and every other fault still happens; on a site without equipment only
     the readers' faults do; the generic fault never takes a named fault's metric."""
-    shared = load_site(shared_dir / "scenarios" / "zcity" / "site.yaml")
-    assert "gen-1" not in shared.equipment
-    events = run(shared, faults=MANY_FAULTS)
+    sites = pathlib.Path(__file__).parents[2] / "gateway" / "sites"
+    data = yaml.safe_load((sites / "zcity.yaml").read_text(encoding="utf-8"))
+    data["equipment"] = [e for e in data["equipment"] if e["id"] != "gen-1"]
+    no_generator = parse_site(data)
+    assert "gen-1" not in no_generator.equipment
+    events = run(no_generator, faults=MANY_FAULTS)
     for event in events:
-        decode(shared, event)
+        decode(no_generator, event)
     assert {f for e in events for f in e.faults} == {*FAULT_NAMES, "reader_online"} - {
         "battery_sag"
     }
@@ -412,7 +416,7 @@ def test_faults_only_on_equipment_the_site_has(shared_dir: pathlib.Path) -> None
     faults = {f for e in run(minimal, faults=MANY_FAULTS) for f in e.faults}
     assert faults == {"unknown_card", "reader_offline", "reader_online"}
     planner = FaultPlanner(
-        shared, MANY_FAULTS, START, lambda *p: random.Random(str(p)), lambda _: 60
+        no_generator, MANY_FAULTS, START, lambda *p: random.Random(str(p)), lambda _: 60
     )
     generic = {f"{eq.id}.{name}" for eq, name, _ in planner.targets("out_of_range")}
     assert generic and not generic & set(EQUIPMENT_FAULTS.values())
