@@ -25,12 +25,15 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as paho
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from devices.meter_config import (
+    Connection,
     MeterConfigError,
     PollerConfig,
     RtuMeter,
@@ -120,7 +123,14 @@ class MqttSink:
         self.client.disconnect()
         self.client.loop_stop()
 
-    def _on_connect(self, client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+    def _on_connect(
+        self,
+        client: paho.Client,
+        _u: object,
+        _f: paho.ConnectFlags,
+        reason: ReasonCode,
+        _p: Properties | None,
+    ) -> None:
         if reason.is_failure:
             log.error("代理拒绝连接 / broker %s refused: %s", self.broker, reason)
             return
@@ -198,7 +208,7 @@ class MeterPoller:
         """Poll until `stop` is set, then say offline and disconnect."""
         if not self.sinks:
             self.start()
-        buses: dict[tuple[Any, ...], list[TcpMeter | RtuMeter]] = {}
+        buses: dict[Connection, list[TcpMeter | RtuMeter]] = {}
         for m in self.config.meters:
             buses.setdefault(connection_of(m)[0], []).append(m)
         threads = [

@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from devices.mqtt_device import device_client, held
 from devices.outbox import DEFAULT_MAX_ENTRIES, Outbox, OutboxFull
@@ -277,7 +279,14 @@ class ReaderBridge:
 
     # -- paho callbacks (network thread: quick, never raise) -------------------------------------
 
-    def _on_connect(self, client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+    def _on_connect(
+        self,
+        client: paho.Client,
+        _u: object,
+        _f: paho.ConnectFlags,
+        reason: ReasonCode,
+        _p: Properties | None,
+    ) -> None:
         if reason.is_failure:
             log.error("代理拒绝连接 / broker refused the connection: %s", reason)
             return
@@ -287,7 +296,14 @@ class ReaderBridge:
         self._wake.set()
         log.info("已连接代理 / connected to %s", self.options.broker)
 
-    def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+    def _on_disconnect(
+        self,
+        _c: paho.Client,
+        _u: object,
+        _f: paho.DisconnectFlags,
+        reason: ReasonCode,
+        _p: Properties | None,
+    ) -> None:
         self._connected.clear()
         if not self._stop.is_set():
             log.warning(
@@ -296,7 +312,7 @@ class ReaderBridge:
                 reason,
             )
 
-    def _on_message(self, _c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
+    def _on_message(self, _c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
         try:
             answer = json.loads(message.payload)
             if not isinstance(answer, dict):

@@ -16,9 +16,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from devices import simulator
 from devices.faults import FAULT_NAMES, FaultConfig
@@ -102,7 +103,13 @@ class Publisher:
         return f"{self.sim.topics.base}/device/{device}/status"
 
     def _on_connect(self, device: str) -> Callable[..., None]:
-        def on_connect(client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        def on_connect(
+            client: paho.Client,
+            _u: object,
+            _f: paho.ConnectFlags,
+            reason: ReasonCode,
+            _p: Properties | None,
+        ) -> None:
             if not reason.is_failure:
                 self._up[device].set()
                 status = self._status.get(device)
