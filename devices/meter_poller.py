@@ -44,10 +44,10 @@ from devices.meter_config import (
 )
 from devices.meter_modbus import ModbusSource, Source, Value, read_meter
 from devices.mqtt_device import device_client, held
+from gateway import payloads
 from gateway.config import ConfigError, load_site
 from gateway.ingest.mqtt import BrokerUrl
 from gateway.ingest.topics import Topics
-from gateway.timeutil import iso
 
 log = logging.getLogger("devices.meter_poller")  # the same name under `python -m`
 
@@ -84,7 +84,7 @@ class Sink(Protocol):
 
     def reading(self, payload: bytes) -> None: ...
 
-    def status(self, state: str) -> None: ...
+    def status(self, state: payloads.State) -> None: ...
 
     def close(self) -> None: ...
 
@@ -93,7 +93,8 @@ class MqttSink:
     """One paho client per equipment, so each has its own last will (contract §2)."""
 
     def __init__(self, broker: BrokerUrl, topics: Topics, equipment: str) -> None:
-        self.broker, self._lock, self.state, self.dropped = broker, threading.Lock(), "online", 0
+        self.broker, self._lock, self.dropped = broker, threading.Lock(), 0
+        self.state: payloads.State = "online"
         self.status_topic = topics.device_status(equipment)
         self.reading_topic = topics.reading(equipment)
         self.client = device_client(
@@ -110,14 +111,16 @@ class MqttSink:
             self.dropped += 1
             log.error("读数丢弃 / reading dropped (%s)", paho.error_string(info.rc))
 
-    def status(self, state: str) -> None:
+    def status(self, state: payloads.State) -> None:
         with self._lock:
             self.state = state
-            self.client.publish(self.status_topic, state.encode(), qos=1, retain=True)
+            self.client.publish(self.status_topic, payloads.status(state), qos=1, retain=True)
 
     def close(self) -> None:
         """Say offline (a clean disconnect sends no will), flush (2 s at most), disconnect."""
-        info = self.client.publish(self.status_topic, b"offline", qos=1, retain=True)
+        info = self.client.publish(
+            self.status_topic, payloads.status("offline"), qos=1, retain=True
+        )
         with contextlib.suppress(ValueError, RuntimeError):  # never connected: nothing to flush
             info.wait_for_publish(2.0)
         self.client.disconnect()
@@ -135,7 +138,7 @@ class MqttSink:
             log.error("代理拒绝连接 / broker %s refused: %s", self.broker, reason)
             return
         with self._lock:  # after an outage the will said offline: say what is true now
-            client.publish(self.status_topic, self.state.encode(), qos=1, retain=True)
+            client.publish(self.status_topic, payloads.status(self.state), qos=1, retain=True)
 
 
 # -- the poller --------------------------------------------------------------------------------
@@ -199,9 +202,9 @@ class MeterPoller:
             log.warning("离线 / %s: %d polls unanswered", eq, self.failures[eq])
         if values:
             now = self.clock()
-            body = {"ts": iso(now, self.tz), "values": values, "seq": self.seqs.next(eq, now)}
-            sink.reading(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
-            log.debug("%s: %s", eq, body)
+            seq = self.seqs.next(eq, now)
+            sink.reading(payloads.reading(values, ts=now.astimezone(self.tz), seq=seq))
+            log.debug("%s: seq=%d %s", eq, seq, values)
         return values
 
     def run(self, stop: threading.Event) -> None:

@@ -38,8 +38,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from devices.mqtt_device import device_client, held
 from devices.outbox import DEFAULT_MAX_ENTRIES, Outbox, OutboxFull
-from devices.reader_lines import DefaultMethod, parse_line, scan_payload
+from devices.reader_lines import DefaultMethod, parse_line
 from devices.reader_port import read_port
+from gateway import payloads
 from gateway.config.models import ID_RE
 from gateway.ingest.mqtt import BrokerUrl
 from gateway.ingest.topics import Topics
@@ -80,7 +81,7 @@ class ReaderBridge:
         self,
         options: BridgeOptions,
         *,
-        clock: Callable[[], dt.datetime] = _now,
+        clock: Callable[[], dt.datetime] = _now,  # aware: its offset is the scans' ts offset
         on_answer: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         for name in ("reader", "site", "root"):
@@ -190,7 +191,7 @@ class ReaderBridge:
         assert self.outbox is not None
         try:
             seq = self.outbox.put(
-                self.scan_topic, lambda seq: scan_payload(method, credential, at, seq)
+                self.scan_topic, lambda seq: payloads.scan(credential, method, ts=at, seq=seq)
             )
         except (OutboxFull, sqlite3.Error) as error:
             self.counts["refused"] += 1
@@ -270,7 +271,7 @@ class ReaderBridge:
         stale status paho resends after a reconnect can never land after the current one."""
         if not self._connected.is_set():
             return last
-        want = b"online" if self._port_open.is_set() else b"offline"
+        want = payloads.status("online" if self._port_open.is_set() else "offline")
         generation = self._generation
         if last is not None and (last[:2] == (generation, want) or not _acked(last[2])):
             return last
