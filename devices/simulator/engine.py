@@ -1,15 +1,11 @@
-"""A seeded site simulator: duty-manager patrols, rounds, guards, sensors and faults over MQTT.
+"""The pure simulator: what a site's devices send next, given a seed and the instants asked.
 
-`Simulator` is pure — no I/O, no wall clock: given a site, a seed and a start instant it says what
-happens next (`events_until(t)`), and the same seed always gives the same events. Sensors read
-a daily cycle with slow drift and noise; the faults it injects (a leak, an overheating
-transformer, a sagging generator battery, a reader going offline, a stranger's card …) are
-planned in `devices.faults` and configured with `FaultConfig`. `flood` makes valid traffic fast,
-for benchmarks. `devices.sim_publisher` runs a `Simulator` against a broker on a `SimClock`;
-its command line is this module's:
-
-    python -m devices.simulator --config gateway/sites/zcity.yaml --broker mqtt://127.0.0.1:1883
-    python -m devices.simulator --config gateway/sites/zcity.yaml --only leak,battery_sag --faults 5
+`Simulator` has no I/O and reads no wall clock: given a site, a seed and a start instant it
+says what happens next (`events_until(t)`), and the same seed always gives the same events.
+Sensors read a daily cycle with slow drift and noise; the faults it injects (a leak, an
+overheating transformer, a sagging generator battery, a reader going offline, a stranger's
+card …) are planned in `devices.simulator.faults` and configured with `FaultConfig`. `flood`
+makes valid traffic fast, for benchmarks. Payloads are built by `gateway.payloads`.
 """
 
 from __future__ import annotations
@@ -26,20 +22,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from devices.faults import FAULT_NAMES, Excursion, FaultConfig, FaultPlanner, Plan
+from devices.simulator.faults import Excursion, FaultConfig, FaultPlanner, Plan
 from gateway import payloads
 from gateway.config import Site
 from gateway.config.models import Equipment, Metric, Person, Post, PostKind
 from gateway.ingest.topics import Topics
 
-__all__ = [
-    "FAULT_NAMES",
-    "FaultConfig",
-    "SimEvent",
-    "Simulator",
-    "demo_start",
-    "flood",
-]
+__all__ = ["SimEvent", "Simulator", "demo_start", "flood"]
 
 MIN, DAY = dt.timedelta(minutes=1), dt.timedelta(days=1)
 SAME_POST_AGAIN = 2 * MIN  # one person at one post twice: not sooner (duplicate_tap is 60 s)
@@ -391,11 +380,3 @@ def flood(site: Site, n: int, seed: int = 1, start: dt.datetime = FLOOD_START) -
             values = {m: gauges[(eq.id, m)].value(at) for m in eq.metrics}
             events.append(out.reading(at, eq.id, values))
     return events
-
-
-if __name__ == "__main__":  # the MQTT side imports this module: imported here, no cycle
-    import sys
-
-    from devices.sim_publisher import main
-
-    sys.exit(main())
