@@ -8,7 +8,7 @@ devices/meters.example.yaml.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -100,9 +100,10 @@ class RtuMeter(_Meter):
 
 
 Meter = Annotated[TcpMeter | RtuMeter, Field(discriminator="transport")]
+Connection = tuple[str | float, ...]  # a connection's key, or its settings: plain values
 
 
-def connection_of(m: TcpMeter | RtuMeter) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+def connection_of(m: TcpMeter | RtuMeter) -> tuple[Connection, Connection]:
     """(connection, settings): meters on one connection share one client, so one setting."""
     common = (m.timeout_seconds, m.retries)
     if isinstance(m, TcpMeter):
@@ -129,7 +130,7 @@ class PollerConfig(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> PollerConfig:
         seen: dict[str, int] = {}
-        lines: dict[tuple[Any, ...], tuple[int, tuple[Any, ...]]] = {}
+        lines: dict[Connection, tuple[int, Connection]] = {}
         for i, m in enumerate(self.meters):
             if m.equipment in seen:
                 raise ValueError(

@@ -25,12 +25,15 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as paho
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from devices.meter_config import (
+    Connection,
     MeterConfigError,
     PollerConfig,
     RtuMeter,
@@ -40,11 +43,11 @@ from devices.meter_config import (
     load_config,
 )
 from devices.mqtt_device import device_client, held
+from gateway import payloads
 from gateway.config import ConfigError, load_site
 from gateway.extras import requires_extra
 from gateway.ingest.mqtt import BrokerUrl
 from gateway.ingest.topics import Topics
-from gateway.timeutil import iso
 
 with requires_extra("devices"):
     from devices.meter_modbus import ModbusSource, Source, Value, read_meter
@@ -84,7 +87,7 @@ class Sink(Protocol):
 
     def reading(self, payload: bytes) -> None: ...
 
-    def status(self, state: str) -> None: ...
+    def status(self, state: payloads.State) -> None: ...
 
     def close(self) -> None: ...
 
@@ -93,7 +96,8 @@ class MqttSink:
     """One paho client per equipment, so each has its own last will (contract §2)."""
 
     def __init__(self, broker: BrokerUrl, topics: Topics, equipment: str) -> None:
-        self.broker, self._lock, self.state, self.dropped = broker, threading.Lock(), "online", 0
+        self.broker, self._lock, self.dropped = broker, threading.Lock(), 0
+        self.state: payloads.State = "online"
         self.status_topic = topics.device_status(equipment)
         self.reading_topic = topics.reading(equipment)
         self.client = device_client(
@@ -110,25 +114,34 @@ class MqttSink:
             self.dropped += 1
             log.error("读数丢弃 / reading dropped (%s)", paho.error_string(info.rc))
 
-    def status(self, state: str) -> None:
+    def status(self, state: payloads.State) -> None:
         with self._lock:
             self.state = state
-            self.client.publish(self.status_topic, state.encode(), qos=1, retain=True)
+            self.client.publish(self.status_topic, payloads.status(state), qos=1, retain=True)
 
     def close(self) -> None:
         """Say offline (a clean disconnect sends no will), flush (2 s at most), disconnect."""
-        info = self.client.publish(self.status_topic, b"offline", qos=1, retain=True)
+        info = self.client.publish(
+            self.status_topic, payloads.status("offline"), qos=1, retain=True
+        )
         with contextlib.suppress(ValueError, RuntimeError):  # never connected: nothing to flush
             info.wait_for_publish(2.0)
         self.client.disconnect()
         self.client.loop_stop()
 
-    def _on_connect(self, client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+    def _on_connect(
+        self,
+        client: paho.Client,
+        _u: object,
+        _f: paho.ConnectFlags,
+        reason: ReasonCode,
+        _p: Properties | None,
+    ) -> None:
         if reason.is_failure:
             log.error("代理拒绝连接 / broker %s refused: %s", self.broker, reason)
             return
         with self._lock:  # after an outage the will said offline: say what is true now
-            client.publish(self.status_topic, self.state.encode(), qos=1, retain=True)
+            client.publish(self.status_topic, payloads.status(self.state), qos=1, retain=True)
 
 
 # -- the poller --------------------------------------------------------------------------------
@@ -192,16 +205,16 @@ class MeterPoller:
             log.warning("离线 / %s: %d polls unanswered", eq, self.failures[eq])
         if values:
             now = self.clock()
-            body = {"ts": iso(now, self.tz), "values": values, "seq": self.seqs.next(eq, now)}
-            sink.reading(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
-            log.debug("%s: %s", eq, body)
+            seq = self.seqs.next(eq, now)
+            sink.reading(payloads.reading(values, ts=now.astimezone(self.tz), seq=seq))
+            log.debug("%s: seq=%d %s", eq, seq, values)
         return values
 
     def run(self, stop: threading.Event) -> None:
         """Poll until `stop` is set, then say offline and disconnect."""
         if not self.sinks:
             self.start()
-        buses: dict[tuple[Any, ...], list[TcpMeter | RtuMeter]] = {}
+        buses: dict[Connection, list[TcpMeter | RtuMeter]] = {}
         for m in self.config.meters:
             buses.setdefault(connection_of(m)[0], []).append(m)
         threads = [

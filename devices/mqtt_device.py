@@ -9,6 +9,7 @@ from __future__ import annotations
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from gateway import payloads
 from gateway.ingest.mqtt import BrokerUrl
 
 
@@ -25,7 +26,7 @@ def device_client(broker: BrokerUrl, client_id: str, status_topic: str) -> paho.
         clean_session=True,
         protocol=MQTTProtocolVersion.MQTTv311,
     )
-    client.will_set(status_topic, b"offline", qos=1, retain=True)
+    client.will_set(status_topic, payloads.status("offline"), qos=1, retain=True)
     client.reconnect_delay_set(1, 30)
     if broker.username:
         client.username_pw_set(broker.username, broker.password)

@@ -33,10 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from devices.mqtt_device import device_client, held
 from devices.outbox import DEFAULT_MAX_ENTRIES, Outbox, OutboxFull
-from devices.reader_lines import DefaultMethod, parse_line, scan_payload
+from devices.reader_lines import DefaultMethod, parse_line
+from gateway import payloads
 from gateway.config.models import ID_RE
 from gateway.extras import requires_extra
 from gateway.ingest.mqtt import BrokerUrl
@@ -81,7 +84,7 @@ class ReaderBridge:
         self,
         options: BridgeOptions,
         *,
-        clock: Callable[[], dt.datetime] = _now,
+        clock: Callable[[], dt.datetime] = _now,  # aware: its offset is the scans' ts offset
         on_answer: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         for name in ("reader", "site", "root"):
@@ -191,7 +194,7 @@ class ReaderBridge:
         assert self.outbox is not None
         try:
             seq = self.outbox.put(
-                self.scan_topic, lambda seq: scan_payload(method, credential, at, seq)
+                self.scan_topic, lambda seq: payloads.scan(credential, method, ts=at, seq=seq)
             )
         except (OutboxFull, sqlite3.Error) as error:
             self.counts["refused"] += 1
@@ -271,7 +274,7 @@ class ReaderBridge:
         stale status paho resends after a reconnect can never land after the current one."""
         if not self._connected.is_set():
             return last
-        want = b"online" if self._port_open.is_set() else b"offline"
+        want = payloads.status("online" if self._port_open.is_set() else "offline")
         generation = self._generation
         if last is not None and (last[:2] == (generation, want) or not _acked(last[2])):
             return last
@@ -280,7 +283,14 @@ class ReaderBridge:
 
     # -- paho callbacks (network thread: quick, never raise) -------------------------------------
 
-    def _on_connect(self, client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+    def _on_connect(
+        self,
+        client: paho.Client,
+        _u: object,
+        _f: paho.ConnectFlags,
+        reason: ReasonCode,
+        _p: Properties | None,
+    ) -> None:
         if reason.is_failure:
             log.error("代理拒绝连接 / broker refused the connection: %s", reason)
             return
@@ -290,7 +300,14 @@ class ReaderBridge:
         self._wake.set()
         log.info("已连接代理 / connected to %s", self.options.broker)
 
-    def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+    def _on_disconnect(
+        self,
+        _c: paho.Client,
+        _u: object,
+        _f: paho.DisconnectFlags,
+        reason: ReasonCode,
+        _p: Properties | None,
+    ) -> None:
         self._connected.clear()
         if not self._stop.is_set():
             log.warning(
@@ -299,7 +316,7 @@ class ReaderBridge:
                 reason,
             )
 
-    def _on_message(self, _c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
+    def _on_message(self, _c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
         try:
             answer = json.loads(message.payload)
             if not isinstance(answer, dict):

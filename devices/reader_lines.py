@@ -1,13 +1,11 @@
 """A line typed by an NFC or QR reader, turned into a contract scan (no port, no broker).
 
 `classify_line` reads one line as a card UID or as QR text (the formats: docs/reader-bridge.md),
-`parse_line` logs the lines it refuses, `scan_payload` makes the contract §3 scan.
+`parse_line` logs the lines it refuses; `gateway.payloads.scan` makes the contract §3 scan.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import logging
 import re
 from typing import Literal
@@ -70,11 +68,3 @@ def parse_line(line: str, default_method: DefaultMethod = "auto") -> tuple[Metho
 
 def _uid_sized(uid: str) -> bool:
     return 8 <= len(uid) <= 20 and len(uid) % 2 == 0
-
-
-def scan_payload(method: Method, credential: str, at: dt.datetime, seq: int) -> bytes:
-    """A contract §3 scan, `ts` being the read time with its offset."""
-    aware = at if at.tzinfo is not None else at.astimezone()  # naive: the machine's local time
-    ts = aware.isoformat(timespec="milliseconds" if aware.microsecond else "seconds")
-    body = {"credential": credential, "method": method, "ts": ts, "seq": seq}
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

@@ -41,6 +41,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 import gateway
+from gateway import payloads
 from gateway.app import Gateway
 from gateway.config import Site, load_site
 from gateway.events import Message
@@ -109,9 +110,13 @@ def badges(site: Site) -> list[tuple[str, str]]:
     return list(first.values())
 
 
-def scan_body(badge: tuple[str, str], ts: str, seq: int) -> bytes:
+def scan_body(badge: tuple[str, str], ts: dt.datetime, seq: int) -> bytes:
     """A scan payload (contract §3)."""
-    return _dump({"credential": badge[1], "method": badge[0], "ts": ts, "seq": seq})
+    return payloads.scan(badge[1], _method(badge[0]), ts=ts, seq=seq)
+
+
+def _method(name: str) -> payloads.Method:
+    return "qr" if name == "qr" else "nfc"  # a site file's credentials are nfc: or qr:
 
 
 def ingest_messages(site: Site, root: str, count: int) -> list[tuple[str, bytes]]:
@@ -122,20 +127,16 @@ def ingest_messages(site: Site, root: str, count: int) -> list[tuple[str, bytes]
     base = dt.datetime.now(site.tz).replace(microsecond=0) - dt.timedelta(seconds=count // 1000)
     out: list[tuple[str, bytes]] = []
     for i in range(count):
-        ts = (base + dt.timedelta(milliseconds=i)).isoformat(timespec="milliseconds")
+        ts = base + dt.timedelta(milliseconds=i)
         if i % 10 < SCANS_PER_TEN:
             badge = people[i // len(readers) % len(people)]
             topic = f"{topics.base}/reader/{readers[i % len(readers)]}/scan"
             out.append((topic, scan_body(badge, ts, i)))
         else:
             values = {"winding_temp_c": 60.0 + i % 20, "load_pct": 40.0 + i % 30}
-            body = {"ts": ts, "values": values, "seq": i}
-            out.append((f"{topics.base}/equipment/{EQUIPMENT}/reading", _dump(body)))
+            reading = payloads.reading(values, ts=ts, seq=i)
+            out.append((f"{topics.base}/equipment/{EQUIPMENT}/reading", reading))
     return out
-
-
-def _dump(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":")).encode()
 
 
 def prepublish(url: str, messages: list[tuple[str, bytes]]) -> float:
@@ -364,7 +365,7 @@ def latency_client(spec: dict[str, Any]) -> Latency:
             due = min(total, int((time.perf_counter() - t0) * rate) + 1)
             while i < due:
                 reader = readers[i % len(readers)]
-                ts = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+                ts = dt.datetime.now(dt.UTC)
                 body = scan_body(people[i // len(readers) % len(people)], ts, i)
                 with lock:
                     sent[(reader, i)] = time.perf_counter()
@@ -455,7 +456,7 @@ def synthetic_events(site: Site, count: int, seed: int = 7) -> list[str]:
     offline: set[str] = set()
     lines: list[str] = []
     for i in range(count):
-        ts = (start + step * i).isoformat(timespec="seconds")
+        ts = (start + step * i).replace(microsecond=0)
         pick = rng.random()
         record: dict[str, Any]
         if pick < 0.45:
@@ -464,9 +465,8 @@ def synthetic_events(site: Site, count: int, seed: int = 7) -> list[str]:
             method, _, credential = rng.choice(known).partition(":")
             if rng.random() < 0.01:
                 method, credential = "nfc", f"04FF{rng.randrange(16**10):010X}"
-            body: dict[str, Any] = {"credential": credential, "method": method, "ts": ts}
-            body["seq"] = seq[reader]
-            record = {"topic": f"{base}/reader/{reader}/scan", "payload": body}
+            scan = payloads.scan_body(credential, _method(method), ts=ts, seq=seq[reader])
+            record = {"topic": f"{base}/reader/{reader}/scan", "payload": scan}
         elif pick < 0.98:
             equipment = rng.choice(sorted(site.equipment))
             seq[equipment] = seq.get(equipment, 0) + 1
@@ -478,14 +478,15 @@ def synthetic_events(site: Site, count: int, seed: int = 7) -> list[str]:
                     low = metric.min if metric.min is not None else 0.0
                     high = metric.max if metric.max is not None else low + 100.0
                     values[name] = round(rng.uniform(low, high), 1)
-            body = {"ts": ts, "values": values, "seq": seq[equipment]}
-            record = {"topic": f"{base}/equipment/{equipment}/reading", "payload": body}
+            reading = payloads.reading_body(values, ts=ts, seq=seq[equipment])
+            record = {"topic": f"{base}/equipment/{equipment}/reading", "payload": reading}
         else:
             device = rng.choice(devices)
-            state = "online" if device in offline else "offline"
+            state: payloads.State = "online" if device in offline else "offline"
             offline.symmetric_difference_update({device})
-            record = {"topic": f"{base}/device/{device}/status", "payload": {"state": state}}
-            record["received_at"] = ts
+            status = payloads.status(state).decode()
+            record = {"topic": f"{base}/device/{device}/status", "payload": status}
+            record["received_at"] = payloads.timestamp(ts)
         lines.append(json.dumps(record, ensure_ascii=False))
     return lines
 

@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from devices.sim_publisher import Publisher, SimClock
 from devices.simulator import FAULT_NAMES, FaultConfig
+from devices.simulator.publisher import Publisher, SimClock
 from gateway.app import Gateway
 from gateway.config import Site
 from gateway.demo.broker import EmbeddedBroker

@@ -25,8 +25,8 @@ from rich.console import Console
 from rich.markup import escape
 
 import gateway
-from devices.sim_publisher import Publisher, SimClock
 from devices.simulator import FaultConfig, Simulator, demo_start
+from devices.simulator.publisher import Publisher, SimClock
 from gateway.app import Gateway
 from gateway.config import ConfigError, Site, load_site
 from gateway.demo.broker import EmbeddedBroker, EmbeddedBrokerError

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import sqlite3
@@ -13,15 +12,9 @@ import pytest
 
 from devices.outbox import Outbox, OutboxFull
 from devices.reader_bridge import BridgeOptions, ReaderBridge
-from devices.reader_lines import classify_line, parse_line, scan_payload
+from devices.reader_lines import classify_line, parse_line
 from devices.reader_port import LineSplitter
-from gateway.config import Site
-from gateway.events import Message, Scan
-from gateway.ingest.decode import Decoder
 from gateway.ingest.mqtt import BrokerUrl
-from gateway.ingest.topics import Topics
-
-SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 
 # (line as the reader sends it, default method, expected (method, credential))
 ACCEPTED = [
@@ -97,28 +90,6 @@ def test_line_splitter_drops_an_over_long_line_and_recovers(
         assert splitter.feed(b"x" * 40) == []
         assert splitter.feed(b"yy\nQR:ok\n") == [b"QR:ok"]  # the long line's tail goes too
     assert "without an end of line" in caplog.text
-
-
-def test_scan_payload_is_a_contract_scan_the_gateway_decodes(zcity: Site) -> None:
-    at = dt.datetime(2026, 11, 27, 9, 12, 3, tzinfo=SHANGHAI)
-    payload = scan_payload("nfc", "04A224B1C23380", at, 1234)
-    assert json.loads(payload) == {
-        "credential": "04A224B1C23380",
-        "method": "nfc",
-        "ts": "2026-11-27T09:12:03+08:00",
-        "seq": 1234,
-    }
-    message = Message("estate/zcity/reader/fd-1/scan", payload, at, 1)
-    scan = Decoder(zcity, Topics("estate", "zcity")).decode(message).event
-    assert isinstance(scan, Scan)
-    assert (scan.person, scan.seq, scan.time) == ("zhang-wei", 1234, at)
-
-
-def test_scan_payload_keeps_milliseconds_and_chinese_text() -> None:
-    at = dt.datetime(2026, 11, 27, 1, 12, 3, 250_000, tzinfo=dt.UTC)
-    body = json.loads(scan_payload("qr", "巡更点-7", at, 1))
-    assert body["ts"] == "2026-11-27T01:12:03.250+00:00"
-    assert body["credential"] == "巡更点-7"
 
 
 def test_bridge_refuses_bad_ids_and_encodings(tmp_path: Path) -> None:

@@ -13,9 +13,9 @@ from collections import defaultdict
 import pytest
 import yaml
 
-from devices.faults import FAULT_NAMES, Fault, FaultPlanner
-from devices.sim_publisher import SimClock
 from devices.simulator import FaultConfig, SimEvent, Simulator, demo_start, flood
+from devices.simulator.faults import FAULT_NAMES, Fault, FaultPlanner
+from devices.simulator.publisher import SimClock
 from gateway.config import Site, load_site, parse_site
 from gateway.config.models import ENGINEERING_ROLES
 from gateway.events import Message, Reading, Scan

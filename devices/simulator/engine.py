@@ -1,15 +1,11 @@
-"""A seeded site simulator: duty-manager patrols, rounds, guards, sensors and faults over MQTT.
+"""The pure simulator: what a site's devices send next, given a seed and the instants asked.
 
-`Simulator` is pure — no I/O, no wall clock: given a site, a seed and a start instant it says what
-happens next (`events_until(t)`), and the same seed always gives the same events. Sensors read
-a daily cycle with slow drift and noise; the faults it injects (a leak, an overheating
-transformer, a sagging generator battery, a reader going offline, a stranger's card …) are
-planned in `devices.faults` and configured with `FaultConfig`. `flood` makes valid traffic fast,
-for benchmarks. `devices.sim_publisher` runs a `Simulator` against a broker on a `SimClock`;
-its command line is this module's:
-
-    python -m devices.simulator --config gateway/sites/zcity.yaml --broker mqtt://127.0.0.1:1883
-    python -m devices.simulator --config gateway/sites/zcity.yaml --only leak,battery_sag --faults 5
+`Simulator` has no I/O and reads no wall clock: given a site, a seed and a start instant it
+says what happens next (`events_until(t)`), and the same seed always gives the same events.
+Sensors read a daily cycle with slow drift and noise; the faults it injects (a leak, an
+overheating transformer, a sagging generator battery, a reader going offline, a stranger's
+card …) are planned in `devices.simulator.faults` and configured with `FaultConfig`. `flood`
+makes valid traffic fast, for benchmarks. Payloads are built by `gateway.payloads`.
 """
 
 from __future__ import annotations
@@ -26,24 +22,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from devices.faults import FAULT_NAMES, Excursion, FaultConfig, FaultPlanner, Plan
+from devices.simulator.faults import Excursion, FaultConfig, FaultPlanner, Plan
+from gateway import payloads
 from gateway.config import Site
 from gateway.config.models import Equipment, Metric, Person, Post, PostKind
 from gateway.ingest.topics import Topics
-from gateway.timeutil import iso
 
-__all__ = [
-    "FAULT_NAMES",
-    "FaultConfig",
-    "SimEvent",
-    "Simulator",
-    "demo_start",
-    "flood",
-]
+__all__ = ["SimEvent", "Simulator", "demo_start", "flood"]
 
 MIN, DAY = dt.timedelta(minutes=1), dt.timedelta(days=1)
 SAME_POST_AGAIN = 2 * MIN  # one person at one post twice: not sooner (duplicate_tap is 60 s)
 FLOOD_START = dt.datetime(2026, 1, 5, 1, 0, tzinfo=dt.UTC)  # a Monday, 09:00 in Shanghai
+Card = tuple[payloads.Method, str]  # (method, credential)
 
 
 @dataclass(frozen=True)
@@ -73,10 +63,13 @@ class SimEvent:
         return tuple(self.fault.split("+")) if self.fault else ()
 
 
-def _card(person: Person) -> tuple[str, str] | None:
+def _card(person: Person) -> Card | None:
     """(method, credential) a person presents: their first NFC card, else their first code."""
     cards = sorted(person.credentials, key=lambda c: not c.startswith("nfc:"))
-    return None if not cards else (cards[0].split(":", 1)[0], cards[0].split(":", 1)[1])
+    if not cards:
+        return None
+    kind, _, credential = cards[0].partition(":")  # the site file allows nfc: and qr: only
+    return ("nfc" if kind == "nfc" else "qr", credential)
 
 
 def demo_start(site: Site, now: dt.datetime) -> dt.datetime:
@@ -120,30 +113,36 @@ class _Gauge:
 
 
 class _Out:
-    """Builds contract payloads (§3), with a persistent `seq` per reader and per equipment."""
+    """Builds contract payloads (§3, `gateway.payloads`), with a persistent `seq` per reader
+    and per equipment; `ts` in the site's zone."""
 
     def __init__(self, site: Site, root: str, seq_base: int) -> None:
         self.site, self.base = site, Topics(root, site.id).base
         self.seq: defaultdict[str, int] = defaultdict(lambda: seq_base)
 
-    def scan(
-        self, at: dt.datetime, reader: str, card: tuple[str, str], fault: str = ""
-    ) -> SimEvent:
-        return self.json(at, "scan", reader, {"credential": card[1], "method": card[0]}, fault)
+    def scan(self, at: dt.datetime, reader: str, card: Card, fault: str = "") -> SimEvent:
+        ts, seq = at.astimezone(self.site.tz), self._next(reader)
+        payload = payloads.scan(card[1], card[0], ts=ts, seq=seq)
+        topic = f"{self.base}/reader/{reader}/scan"
+        return SimEvent(at, topic, payload, 1, False, reader, "scan", fault or None)
 
-    def json(
-        self, at: dt.datetime, kind: str, device: str, body: dict[str, Any], fault: str = ""
+    def reading(
+        self, at: dt.datetime, equipment: str, values: dict[str, float | bool], fault: str = ""
     ) -> SimEvent:
-        self.seq[device] += 1
-        body = {**body, "ts": iso(at, self.site.tz), "seq": self.seq[device]}
-        where = "reader" if kind == "scan" else "equipment"
-        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        topic = f"{self.base}/{where}/{device}/{kind}"
-        return SimEvent(at, topic, data, 1, False, device, kind, fault or None)
+        ts, seq = at.astimezone(self.site.tz), self._next(equipment)
+        payload = payloads.reading(values, ts=ts, seq=seq)
+        topic = f"{self.base}/equipment/{equipment}/reading"
+        return SimEvent(at, topic, payload, 1, False, equipment, "reading", fault or None)
 
-    def status(self, at: dt.datetime, device: str, state: str, fault: str = "") -> SimEvent:
+    def status(
+        self, at: dt.datetime, device: str, state: payloads.State, fault: str = ""
+    ) -> SimEvent:
         topic = f"{self.base}/device/{device}/status"
-        return SimEvent(at, topic, state.encode(), 1, True, device, "status", fault or None)
+        return SimEvent(at, topic, payloads.status(state), 1, True, device, "status", fault or None)
+
+    def _next(self, device: str) -> int:
+        self.seq[device] += 1
+        return self.seq[device]
 
 
 class Simulator:
@@ -253,7 +252,7 @@ class Simulator:
                 for n in self.site.equipment[target].metrics
             }
             faults = sorted({f.fault for (eq, _), f in self._faults.items() if eq == target})
-            return [out.json(at, "reading", target, {"values": values}, "+".join(faults))]
+            return [out.reading(at, target, values, "+".join(faults))]
         if plan.action in ("scan", "unknown"):
             if plan.action == "unknown":
                 event = out.scan(at, target, ("nfc", plan.data), plan.fault)
@@ -379,13 +378,5 @@ def flood(site: Site, n: int, seed: int = 1, start: dt.datetime = FLOOD_START) -
         else:
             eq = equipment[i % len(equipment)]
             values = {m: gauges[(eq.id, m)].value(at) for m in eq.metrics}
-            events.append(out.json(at, "reading", eq.id, {"values": values}))
+            events.append(out.reading(at, eq.id, values))
     return events
-
-
-if __name__ == "__main__":  # the MQTT side imports this module: imported here, no cycle
-    import sys
-
-    from devices.sim_publisher import main
-
-    sys.exit(main())
