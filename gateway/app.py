@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import pathlib
-import queue
 import signal
 import sqlite3
 import threading
@@ -21,7 +20,8 @@ from types import FrameType
 from gateway.clock import ScaledClock, wall_clock
 from gateway.config.site import Site
 from gateway.events import Message
-from gateway.ingest.mqtt import BrokerUrl, MqttLink
+from gateway.ingest.inbox import Inbox
+from gateway.ingest.mqtt import DEFAULT_MAX_PAYLOAD_BYTES, BrokerUrl, MqttLink
 from gateway.ingest.topics import Topics
 from gateway.pipeline import Pipeline, Publication
 from gateway.store.sqlite import SqliteStore
@@ -50,6 +50,7 @@ class Gateway:
         clock: Clock = wall_clock,
         client_id: str | None = None,
         grace: dt.timedelta = DEADLINE_GRACE,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> None:
         self.site = site
         self.topics = Topics(root, site.id)
@@ -68,16 +69,15 @@ class Gateway:
         self._swap_id = int(self.store.meta("swaps_through") or 0)
         self.pipeline = self._new_pipeline()
         self._republish = threading.Event()
-        self.inbox: queue.Queue[Message] = queue.Queue(maxsize=INBOX_SIZE)
+        self.inbox = Inbox(INBOX_SIZE)
         self.link = MqttLink(
             broker,
             client_id or f"patrol-gateway-{site.id}",
-            self.topics.subscriptions(),
-            self.topics.gateway_status,
+            self.topics,
             self.inbox,
             clock,
             on_connected=self._on_connected,
-            ignore=self.topics.is_own,
+            max_payload_bytes=max_payload_bytes,
         )
         self._stopping = threading.Event()
         self._worker = threading.Thread(target=self._work, name="gateway-worker", daemon=True)
@@ -112,7 +112,7 @@ class Gateway:
     def counters(self) -> dict[str, int]:
         """What the pipeline counted (as of the last batch), plus drops at the edges."""
         out = dict(self._counters)
-        out["dropped_qos0"] = self.link.dropped_qos0
+        out.update(self.link.counters)
         out["dropped_publications"] = self.dropped_publications
         return out
 
@@ -151,16 +151,7 @@ class Gateway:
             # and every alert still carries its exact deadline instant.
             wait = (due + self.grace - self.clock()).total_seconds()
             timeout = max(0.0, min(timeout, wait))
-        try:
-            batch = [self.inbox.get(timeout=timeout)]
-        except queue.Empty:
-            return []
-        while len(batch) < BATCH_MAX:
-            try:
-                batch.append(self.inbox.get_nowait())
-            except queue.Empty:
-                break
-        return batch
+        return self.inbox.get_batch(BATCH_MAX, timeout)
 
     def _process(self, batch: list[Message]) -> list[Publication]:
         pubs: list[Publication] = []
@@ -243,20 +234,27 @@ class Gateway:
 
 
 def run_gateway(
-    site: Site, broker: str, data: pathlib.Path, root: str, clock: Clock = wall_clock
+    site: Site,
+    broker: BrokerUrl | str,
+    data: pathlib.Path,
+    root: str,
+    clock: Clock = wall_clock,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
 ) -> int:
     """Run until SIGINT/SIGTERM; return the exit code."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        url = BrokerUrl.parse(broker)
+        url = broker if isinstance(broker, BrokerUrl) else BrokerUrl.parse(broker)
     except ValueError as exc:
         log.error("%s", exc)
         return 2
     # The grace is two real seconds; under a scaled clock that is more clock time.
     grace = DEADLINE_GRACE * (clock.speed if isinstance(clock, ScaledClock) else 1.0)
-    gateway = Gateway(site, url, data, root, clock=clock, grace=grace)
+    gateway = Gateway(
+        site, url, data, root, clock=clock, grace=grace, max_payload_bytes=max_payload_bytes
+    )
     stop = threading.Event()
 
     def _signal(_sig: int, _frame: FrameType | None) -> None:
