@@ -345,12 +345,7 @@ class MqttLink:
         if self.broker.username:
             client.username_pw_set(self.broker.username, self.broker.password)
         if self.broker.tls:
-            client.tls_set(
-                ca_certs=_str(self.broker.ca_file),
-                certfile=_str(self.broker.cert_file),
-                keyfile=_str(self.broker.key_file),
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
+            client.tls_set_context(_tls_context(self.broker))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -386,7 +381,7 @@ class MqttLink:
     def _attempt_failed(self, error: OSError | str) -> None:
         """Count a failed attempt, say so (not every time), and set the wait before the next."""
         if isinstance(error, ssl.SSLError):
-            reason = f"TLS handshake failed: {error.reason or error}"
+            reason = f"TLS handshake failed: {error}"
         elif isinstance(error, OSError):
             reason = error.strerror or str(error) or type(error).__name__
         else:
@@ -507,6 +502,27 @@ class MqttLink:
             waited += 1
             if waited % WAIT_LOG_SECONDS == 0:
                 log.error("入站队列已满 / inbox full for %d s: is the store stuck?", waited)
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when its handshake fails: paho drops it unclosed, one per attempt."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        """The TLS handshake; on failure the socket is closed before the error goes up."""
+        try:
+            super().do_handshake(block)
+        except OSError:
+            self.close()
+            raise
+
+
+def _tls_context(broker: BrokerUrl) -> ssl.SSLContext:
+    """Verify the broker (its CA file, else the system's) and the host name; client cert."""
+    context = ssl.create_default_context(cafile=_str(broker.ca_file))
+    if broker.cert_file is not None:
+        context.load_cert_chain(broker.cert_file, broker.key_file)
+    context.sslsocket_class = _ClosingSSLSocket
+    return context
 
 
 def _now() -> dt.datetime:
