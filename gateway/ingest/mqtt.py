@@ -48,6 +48,9 @@ RETRY_MAX_SECONDS = 60
 # MQTT 5 drops a session at disconnect unless the CONNECT asks to keep it (§3.1.2.11.2): a
 # week covers a long outage; the broker keeps the QoS 1 messages queued for the gateway.
 SESSION_EXPIRY_SECONDS = 7 * 24 * 3600
+# Some MQTT 3.1.1 brokers (amqtt 0.12) cannot parse an MQTT 5 CONNECT with a will: they neither
+# answer nor close for seconds. No CONNACK this long on a first MQTT 5 attempt → try 3.1.1.
+CONNACK_WAIT_SECONDS = 4.0
 UNSUPPORTED_PROTOCOL = 132  # CONNACK reason (MQTT 5); paho maps a 3.1.1 broker's code 1 to it
 
 
@@ -158,12 +161,16 @@ class LinkHealth:
 class _Client(paho.Client):
     """paho's client, telling why a connection attempt failed (paho only says that it did)."""
 
-    def __init__(self, on_error: Callable[[OSError], None], **kwargs: Any) -> None:
+    def __init__(
+        self, on_attempt: Callable[[], None], on_error: Callable[[OSError], None], **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
+        self._on_attempt = on_attempt
         self._on_error = on_error
 
     def reconnect(self) -> MQTTErrorCode:
         """Connect (TCP, TLS handshake, CONNECT); report an OSError before paho retries."""
+        self._on_attempt()
         try:
             return super().reconnect()
         except OSError as exc:
@@ -231,6 +238,9 @@ class MqttLink:
         self._last_error: str | None = None
         self._attempts = 0
         self._ever_connected = False
+        self._connack = False  # the broker answered the current attempt's CONNECT
+        self._attempt_id = 0
+        self._falling_back = False
         self._unsettled: list[_Sent] = []  # QoS 1 sent before the protocol is known
         self._client = self._new_client()
 
@@ -328,6 +338,7 @@ class MqttLink:
 
     def _new_client(self) -> _Client:
         client = _Client(
+            self._attempt_started,
             self._attempt_failed,
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
@@ -364,9 +375,14 @@ class MqttLink:
 
     def _fall_back_to_mqtt311(self, old: paho.Client) -> None:
         """A new client that speaks 3.1.1, with what the old one had queued (another thread)."""
+        with self._lock:
+            if self._falling_back or old is not self._client or not self.mqtt5:
+                return  # falling back already
+            self._falling_back = True
+        old.disconnect()
         old.loop_stop()
         with self._swap_lock:
-            if self._closing:
+            if self._closing or not self.mqtt5:
                 return
             self.mqtt5 = False
             new = self._new_client()
@@ -377,6 +393,29 @@ class MqttLink:
             with self._lock:
                 self._client = new
         self._connect(new)
+
+    def _attempt_started(self) -> None:
+        self._connack = False
+        self._attempt_id += 1
+        if self.mqtt5 and not self._ever_connected:
+            with self._lock:
+                client = self._client
+            timer = threading.Timer(
+                CONNACK_WAIT_SECONDS, self._no_connack, args=(self._attempt_id, client)
+            )
+            timer.daemon = True
+            timer.start()
+
+    def _no_connack(self, attempt: int, client: paho.Client) -> None:
+        if attempt != self._attempt_id or self._connack or self._closing:
+            return
+        log.warning(
+            "代理未应答 MQTT 5 连接 / %s has not answered an MQTT 5 CONNECT in %g s:"
+            " reconnecting with MQTT 3.1.1",
+            self.broker,
+            CONNACK_WAIT_SECONDS,
+        )
+        self._fall_back_to_mqtt311(client)
 
     def _attempt_failed(self, error: OSError | str) -> None:
         """Count a failed attempt, say so (not every time), and set the wait before the next."""
@@ -412,6 +451,7 @@ class MqttLink:
     # -- paho callbacks (network thread: never block long, never raise) ----------------------
 
     def _on_connect(self, client: paho.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
+        self._connack = True
         if reason.is_failure:
             if reason.value == UNSUPPORTED_PROTOCOL and self.mqtt5:
                 log.warning(
@@ -450,8 +490,19 @@ class MqttLink:
         if self.on_connected is not None:
             self.on_connected(bool(flags.session_present))
 
-    def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+    def _on_disconnect(self, client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if not self.connected.is_set():
+            if self.mqtt5 and not (self._connack or self._ever_connected or self._falling_back):
+                # Some 3.1.1 brokers (amqtt 0.12) cannot parse an MQTT 5 CONNECT with a will
+                # and close the connection instead of answering it (3.1.1 §3.1.2.2).
+                log.warning(
+                    "代理未应答 MQTT 5 连接 / %s closed the connection without answering an MQTT"
+                    " 5 CONNECT: reconnecting with MQTT 3.1.1",
+                    self.broker,
+                )
+                threading.Thread(
+                    target=self._fall_back_to_mqtt311, args=(client,), name="mqtt-fallback"
+                ).start()
             return  # a refused or failed attempt: already reported
         self.connected.clear()
         with self._lock:

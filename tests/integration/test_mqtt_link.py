@@ -236,12 +236,16 @@ def test_unreachable_broker_is_reported_at_once_and_retried(
     assert "after" in caplog.text and "failed attempts" in caplog.text
 
 
-def test_a_broker_speaking_only_mqtt311_gets_a_311_link(mosquitto: Mosquitto) -> None:
+@pytest.mark.parametrize("answers", [True, False], ids=["refuses-mqtt5", "silent-on-mqtt5"])
+def test_a_broker_speaking_only_mqtt311_gets_a_311_link(
+    mosquitto: Mosquitto, answers: bool
+) -> None:
     """Prevents a gateway that cannot connect to an MQTT 3.1.1 broker (the demo's, an old
-    Mosquitto): it falls back, keeps what it published before, and still ignores its echoes."""
+    Mosquitto), whether it refuses MQTT 5 as the spec says or, like amqtt, never answers: it
+    falls back, keeps what it published before, and still ignores its echoes."""
     inbox, outputs = Inbox(100), []
     with (
-        Mqtt311OnlyProxy(mosquitto.host, mosquitto.port) as proxy,
+        Mqtt311OnlyProxy(mosquitto.host, mosquitto.port, answer_mqtt5=answers) as proxy,
         MqttClient(mosquitto.url) as other,
     ):
         other.connect()

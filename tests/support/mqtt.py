@@ -264,11 +264,14 @@ class Mqtt311OnlyProxy:
 
     An MQTT 5 CONNECT gets what a 3.1.1 broker answers (MQTT 3.1.1 §3.1.2.2: CONNACK with return
     code 1, unacceptable protocol version, then the connection is closed); every other
-    connection is passed through to the broker unchanged.
+    connection is passed through to the broker unchanged. With `answer_mqtt5=False` it is
+    like amqtt 0.12, which cannot parse an MQTT 5 CONNECT with a will and neither answers
+    nor closes for seconds.
     """
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, answer_mqtt5: bool = True) -> None:
         self.upstream = (host, port)
+        self.answer_mqtt5 = answer_mqtt5
         self.refused_mqtt5 = 0
         self._server = socket.create_server(("127.0.0.1", 0))
         self._server.settimeout(0.2)
@@ -317,7 +320,12 @@ class Mqtt311OnlyProxy:
             rest = _read_exactly(client, int.from_bytes(name_length) + 1)  # name, level
             if rest[-1] == 5:
                 self.refused_mqtt5 += 1
-                client.sendall(b"\x20\x02\x00\x01")
+                if self.answer_mqtt5:
+                    client.sendall(b"\x20\x02\x00\x01")
+                else:
+                    client.settimeout(30)
+                    while client.recv(1024):
+                        pass  # no answer; wait for the client to give up
                 client.close()
                 return
             upstream = socket.create_connection(self.upstream, timeout=5)
