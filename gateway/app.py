@@ -8,13 +8,11 @@ which reads them from the store after commit.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
 import os
 import pathlib
-import queue
 import signal
 import threading
 import time
@@ -28,7 +26,8 @@ from gateway.commands import Command
 from gateway.config.site import Site
 from gateway.events import Message
 from gateway.forward import MqttAlerts
-from gateway.ingest.mqtt import BrokerUrl, MqttLink
+from gateway.ingest.inbox import Inbox
+from gateway.ingest.mqtt import DEFAULT_MAX_PAYLOAD_BYTES, BrokerUrl, MqttLink
 from gateway.ingest.render import Renderer
 from gateway.ingest.topics import Topics
 from gateway.pipeline import CommandOutcome, Pipeline
@@ -67,6 +66,7 @@ class Gateway:
         client_id: str | None = None,
         grace: dt.timedelta = DEADLINE_GRACE,
         site_file: pathlib.Path | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> None:
         self.site = site
         self.topics = Topics(root, site.id)
@@ -85,16 +85,16 @@ class Gateway:
             self.store.set_meta("site_yaml", site_file.read_text(encoding="utf-8"))
         self.store.commit()
         self._start = dt.datetime.fromisoformat(started)
-        self.inbox: queue.Queue[Message] = queue.Queue(maxsize=INBOX_SIZE)
+        self.inbox = Inbox(INBOX_SIZE)
         self.link = MqttLink(
             broker,
             client_id or f"patrol-gateway-{site.id}",
-            self.topics.subscriptions(),
-            self.topics.gateway_status,
+            self.topics,
             self.inbox,
             clock,
             on_connected=self._on_connected,
-            ignore=self.topics.is_own,
+            on_output=self._on_output,
+            max_payload_bytes=max_payload_bytes,
         )
         render = Renderer(self.topics, site.tz)
         self.alerts_out = MqttAlerts(
@@ -110,6 +110,7 @@ class Gateway:
             self._start,
             grace,
             on_commit=self._wake_forwarders,
+            max_payload_bytes=max_payload_bytes,
         )
         self._submitted: deque[Submitted] = deque()
         self._republish = threading.Event()
@@ -156,8 +157,7 @@ class Gateway:
         item = Submitted(command)
         self._submitted.append(item)
         # A full inbox means a busy worker: it takes the command with its next batch anyway.
-        with contextlib.suppress(queue.Full):
-            self.inbox.put_nowait(_WAKE)
+        self.inbox.put_nowait(_WAKE)
         return item
 
     def submit_and_wait(self, command: Command, timeout: float = 10.0) -> CommandOutcome | None:
@@ -168,7 +168,7 @@ class Gateway:
     def counters(self) -> dict[str, int]:
         """What the pipeline counted (as of the last batch), plus drops at the edges."""
         out = dict(self._counters)
-        out["dropped_qos0"] = self.link.dropped_qos0
+        out.update(self.link.counters)
         out.update(self.worker.counters)
         for forwarder in self.forwarders:
             for key, value in forwarder.counters.items():
@@ -212,6 +212,12 @@ class Gateway:
         if not session_present:
             self._republish.set()
             self.alerts_out.republish()
+
+    def _on_output(self, msg: Message) -> None:
+        # Network thread. A retained alert someone left (an earlier store, a crash before the
+        # close went out): the forwarder clears it unless the store holds it open (issue 8/10).
+        if msg.retain and msg.topic.startswith(self.topics.base + "/alert/"):
+            self.alerts_out.seen_retained(msg)
 
     def _wake_forwarders(self) -> None:
         for forwarder in self.forwarders:
@@ -289,21 +295,7 @@ class Gateway:
             # and every alert still carries its exact deadline instant.
             wait = (due + self.grace - self.clock()).total_seconds()
             timeout = max(0.0, min(timeout, wait))
-        batch: list[Message] = []
-        try:
-            first = self.inbox.get(timeout=timeout)
-        except queue.Empty:
-            return batch
-        if first is not _WAKE:
-            batch.append(first)
-        while len(batch) < BATCH_MAX:
-            try:
-                msg = self.inbox.get_nowait()
-            except queue.Empty:
-                break
-            if msg is not _WAKE:
-                batch.append(msg)
-        return batch
+        return [m for m in self.inbox.get_batch(BATCH_MAX, timeout) if m is not _WAKE]
 
     def _heartbeat(self) -> None:
         """Every few seconds, say in the store that this process runs and how (`health`)."""
@@ -355,24 +347,34 @@ class _ReloadFlag:
 
 def run_gateway(
     site: Site,
-    broker: str,
+    broker: BrokerUrl | str,
     data: pathlib.Path,
     root: str,
     clock: Clock = wall_clock,
     site_file: pathlib.Path | None = None,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
 ) -> int:
     """Run until SIGINT/SIGTERM; return the exit code (70 if the worker died)."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        url = BrokerUrl.parse(broker)
+        url = broker if isinstance(broker, BrokerUrl) else BrokerUrl.parse(broker)
     except ValueError as exc:
         log.error("%s", exc)
         return 2
     # The grace is two real seconds; under a scaled clock that is more clock time.
     grace = DEADLINE_GRACE * (clock.speed if isinstance(clock, ScaledClock) else 1.0)
-    gateway = Gateway(site, url, data, root, clock=clock, grace=grace, site_file=site_file)
+    gateway = Gateway(
+        site,
+        url,
+        data,
+        root,
+        clock=clock,
+        grace=grace,
+        site_file=site_file,
+        max_payload_bytes=max_payload_bytes,
+    )
     reload = _ReloadFlag()
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, reload.on_signal)

@@ -173,17 +173,56 @@ def run(
         pathlib.Path, typer.Option(envvar="PATROL_DATA", help="store and outbox directory")
     ] = pathlib.Path("./data"),
     root: Annotated[str, typer.Option(envvar="PATROL_ROOT", help="topic root")] = "estate",
+    ca_file: Annotated[
+        pathlib.Path | None,
+        typer.Option(envvar="PATROL_CA_FILE", help="mqtts://: the CA to trust (default: system)"),
+    ] = None,
+    cert: Annotated[
+        pathlib.Path | None,
+        typer.Option(envvar="PATROL_CERT", help="mqtts://: a client certificate (PEM)"),
+    ] = None,
+    key: Annotated[
+        pathlib.Path | None,
+        typer.Option(envvar="PATROL_KEY", help="mqtts://: the client certificate's key (PEM)"),
+    ] = None,
+    max_payload_bytes: Annotated[
+        int,
+        typer.Option(
+            envvar="PATROL_MAX_PAYLOAD_BYTES",
+            min=512,
+            help="larger messages are refused before they are queued",
+        ),
+    ] = 65_536,
     clock_start: Annotated[str | None, typer.Option(hidden=True)] = None,
     clock_speed: Annotated[float, typer.Option(hidden=True)] = 1.0,
     clock_anchor: Annotated[float | None, typer.Option(hidden=True)] = None,
 ) -> None:
-    """运行网关 · Run the gateway against a broker."""
+    """运行网关 · Run the gateway against a broker.
+
+    The broker password may come from PATROL_BROKER_PASSWORD or PATROL_BROKER_PASSWORD_FILE
+    instead of --broker, so it is not seen in `ps`.
+    """
+    import os
     import time
 
     from gateway.app import run_gateway
     from gateway.clock import ScaledClock, wall_clock
+    from gateway.ingest.mqtt import broker_from_options
 
     site = _load(config)
+    password_file = os.environ.get("PATROL_BROKER_PASSWORD_FILE")
+    try:
+        url = broker_from_options(
+            broker,
+            password=os.environ.get("PATROL_BROKER_PASSWORD"),
+            password_file=pathlib.Path(password_file) if password_file else None,
+            ca_file=ca_file,
+            cert=cert,
+            key=key,
+        )
+    except ValueError as exc:
+        typer.echo(f"代理设置有误 / bad broker settings: {exc}", err=True)
+        raise typer.Exit(2) from None
     clock = wall_clock
     if clock_start is not None:
         # A testing aid (docs/architecture.md): simulated time from clock_start at the real
@@ -191,7 +230,11 @@ def run(
         start = _instant("--clock-start", clock_start, site)
         anchor = time.time() if clock_anchor is None else clock_anchor
         clock = ScaledClock(start, clock_speed, anchor)
-    raise typer.Exit(run_gateway(site, broker, data, root, clock, site_file=config))
+    raise typer.Exit(
+        run_gateway(
+            site, url, data, root, clock, site_file=config, max_payload_bytes=max_payload_bytes
+        )
+    )
 
 
 @app.command()

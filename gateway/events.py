@@ -26,6 +26,9 @@ class Message:
     qos: int = 0
     retain: bool = False
     mid: int = 0
+    # Non-zero when the link refused to queue the whole payload (over --max-payload-bytes):
+    # `payload` then holds only its first bytes and this is the size the message had.
+    oversize: int = 0
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from gateway.events import (
     Scan,
     SwapRegistered,
 )
-from gateway.ingest.decode import Decoder, reason_text
+from gateway.ingest.decode import MAX_PAYLOAD_BYTES, MAX_REASON_CHARS, Decoder, reason_text
 from gateway.ingest.topics import Topics
 from gateway.roster import Swap
 from gateway.rules.duty import DutyRules
@@ -132,6 +132,7 @@ class Pipeline:
         start: dt.datetime,
         live: bool = False,
         grace: dt.timedelta = dt.timedelta(0),
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
     ) -> None:
         self.site = site
         self.grace = grace
@@ -139,7 +140,7 @@ class Pipeline:
         self.store = store
         self.live = live
         self.start = start
-        self.decoder = Decoder(site, topics)
+        self.decoder = Decoder(site, topics, max_payload_bytes=max_payload_bytes)
         self.book = AlertBook(site.id, store.open_alerts())
         self.flagger = Flagger(site)
         self.engine = self._engine(start, [])
@@ -479,9 +480,6 @@ class Pipeline:
             text,
             scan.flags,
         )
-
-
-MAX_REASON_CHARS = 300
 
 
 def command_event(stored: StoredCommand, site: Site) -> Event | None:

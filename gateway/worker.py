@@ -24,6 +24,7 @@ from gateway.commands import Command, CommandError
 from gateway.commands import parse as parse_command
 from gateway.config.site import Site
 from gateway.events import Message, Rejection
+from gateway.ingest.decode import MAX_PAYLOAD_BYTES
 from gateway.ingest.render import Publication, Renderer
 from gateway.ingest.topics import Topics
 from gateway.pipeline import CommandOutcome, Outcome, Pipeline
@@ -99,7 +100,9 @@ class Worker:
         start: dt.datetime,
         grace: dt.timedelta = dt.timedelta(0),
         on_commit: Callable[[], None] = lambda: None,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
     ) -> None:
+        self.max_payload_bytes = max_payload_bytes
         self.site = site
         self.store = store
         self.link = link
@@ -156,7 +159,13 @@ class Worker:
 
     def _new_pipeline(self) -> Pipeline:
         pipeline = Pipeline(
-            self.site, self.topics, self.store, self.start, live=True, grace=self.grace
+            self.site,
+            self.topics,
+            self.store,
+            self.start,
+            live=True,
+            grace=self.grace,
+            max_payload_bytes=self.max_payload_bytes,
         )
         mark = self.store.meta("fired_through")
         count = pipeline.restore(mark)

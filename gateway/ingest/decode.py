@@ -24,7 +24,8 @@ from gateway.timeutil import BadTime, parse_instant
 
 log = logging.getLogger(__name__)
 
-MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_PAYLOAD_BYTES = 64 * 1024  # the default of --max-payload-bytes (contract §7)
+MAX_REASON_CHARS = 300  # a refusal's reason stays readable whatever the payload held
 MAX_CREDENTIAL_CHARS = 256
 
 # Chinese first, English second, for operators reading gateway/rejected (contract §2).
@@ -39,6 +40,7 @@ REASONS_ZH = {
     "not_utf8": "不是 UTF-8 文本",
     "bad_json": "JSON 无法解析",
     "bad_field": "字段错误",
+    "retained": "保留消息",
 }
 
 
@@ -57,9 +59,12 @@ class _Refused(Exception):
 class Decoder:
     """Decodes messages for one site; holds no state between messages."""
 
-    def __init__(self, site: Site, topics: Topics) -> None:
+    def __init__(
+        self, site: Site, topics: Topics, max_payload_bytes: int = MAX_PAYLOAD_BYTES
+    ) -> None:
         self.site = site
         self.topics = topics
+        self.max_payload_bytes = max_payload_bytes
 
     def decode(self, msg: Message) -> Decoded:
         """Never raises: every failure becomes a `Rejection`."""
@@ -74,13 +79,33 @@ class Decoder:
             return Decoded(rejections=(self._reject(msg, "bad_field", detail),))
 
     def _reject(self, msg: Message, code: str, detail: str) -> Rejection:
+        if len(detail) > MAX_REASON_CHARS:
+            detail = detail[: MAX_REASON_CHARS - 1] + "…"
         return Rejection(code, detail, msg.topic, msg.payload[:512])
 
     def _decode(self, msg: Message) -> Decoded:
+        size = msg.oversize or len(msg.payload)
+        if msg.oversize or size > self.max_payload_bytes:
+            # The link cut it before queueing (msg.oversize): only its first bytes are here.
+            raise _Refused(
+                "too_large",
+                f"payload is {size} bytes; the limit is "
+                f"{'--max-payload-bytes' if msg.oversize else self.max_payload_bytes}: "
+                "devices send small JSON",
+            )
         parsed = self.topics.parse(msg.topic)
         if isinstance(parsed, str):
             raise _Refused("bad_topic", parsed)
         kind, ident = parsed
+        if msg.retain and kind in ("scan", "reading"):
+            # A retained input comes back with every new subscription, so it would be stored
+            # again at every reconnect; only statuses are retained by design (§2).
+            raise _Refused(
+                "retained",
+                f"a {kind} must not be retained (it would be stored again at every reconnect):"
+                " publish it with retain=false, and clear this one with an empty retained"
+                " message on the topic",
+            )
         if kind == "scan":
             if ident not in self.site.reader_post:
                 raise _Refused(
@@ -213,10 +238,6 @@ class Decoder:
 def _text(msg: Message) -> str:
     if not msg.payload:
         raise _Refused("empty", "the payload is empty")
-    if len(msg.payload) > MAX_PAYLOAD_BYTES:
-        raise _Refused(
-            "too_large", f"payload is {len(msg.payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}"
-        )
     try:
         return msg.payload.decode("utf-8")
     except UnicodeDecodeError as exc:

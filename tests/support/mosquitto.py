@@ -55,7 +55,7 @@ log_type notice
 log_type information
 connection_messages true
 log_timestamp_format %Y-%m-%dT%H:%M:%S
-{user}"""
+{user}{extra}"""
 
 
 class MosquittoError(RuntimeError):
@@ -78,12 +78,16 @@ def free_port(host: str = HOST) -> int:
 class Mosquitto:
     """One private broker process; `start()`/`stop()`/`restart()` keep its port and its data."""
 
-    def __init__(self, binary: str | None = None, start_timeout: float = 5.0) -> None:
+    def __init__(
+        self, binary: str | None = None, start_timeout: float = 5.0, extra_config: str = ""
+    ) -> None:
+        """`extra_config`: more mosquitto.conf lines (a TLS listener, say), appended last."""
         found = binary or find_mosquitto()
         if found is None:
             raise MosquittoError("mosquitto is not installed: run `make mosquitto`")
         self.binary = found
         self.start_timeout = start_timeout
+        self.extra_config = extra_config
         self.folder = Path(tempfile.mkdtemp(prefix="mosquitto-"))
         self.config_path = self.folder / "mosquitto.conf"
         self.log_path = self.folder / "mosquitto.log"
@@ -197,7 +201,9 @@ class Mosquitto:
     def _launch_and_wait(self) -> None:
         user = "user root\n" if os.geteuid() == 0 else ""
         self.config_path.write_text(
-            _CONFIG.format(port=self._port, host=HOST, folder=self.folder, user=user),
+            _CONFIG.format(
+                port=self._port, host=HOST, folder=self.folder, user=user, extra=self.extra_config
+            ),
             encoding="utf-8",
         )
         log_start = self.log_path.stat().st_size if self.log_path.exists() else 0

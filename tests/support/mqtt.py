@@ -6,8 +6,10 @@ predicate, so a test can pick a scan answer or a refusal out of a stream of othe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
+import socket
 import threading
 import time
 import uuid
@@ -255,3 +257,105 @@ def _next(acks: queue.Queue[T], timeout: float, what: str) -> T:
         return acks.get(timeout=timeout)
     except queue.Empty:
         raise TimeoutError(f"no {what} in {timeout} s") from None
+
+
+class Mqtt311OnlyProxy:
+    """A broker that speaks only MQTT 3.1.1: a loopback proxy in front of a real Mosquitto.
+
+    An MQTT 5 CONNECT gets what a 3.1.1 broker answers (MQTT 3.1.1 §3.1.2.2: CONNACK with return
+    code 1, unacceptable protocol version, then the connection is closed); every other
+    connection is passed through to the broker unchanged. With `answer_mqtt5=False` it is
+    like amqtt 0.12, which cannot parse an MQTT 5 CONNECT with a will and neither answers
+    nor closes for seconds.
+    """
+
+    def __init__(self, host: str, port: int, *, answer_mqtt5: bool = True) -> None:
+        self.upstream = (host, port)
+        self.answer_mqtt5 = answer_mqtt5
+        self.refused_mqtt5 = 0
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.2)
+        self._closing = False
+        self._sockets: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, name="mqtt311-proxy", daemon=True)
+
+    @property
+    def url(self) -> str:
+        """The proxy's address, for a client to connect to."""
+        return f"mqtt://127.0.0.1:{self._server.getsockname()[1]}"
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._closing = True
+        self._thread.join(5)
+        self._server.close()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _accept(self) -> None:
+        while not self._closing:
+            try:
+                client, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            self._sockets.append(client)
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            client.settimeout(5)
+            head = _read_exactly(client, 2)  # packet type, first byte of the remaining length
+            while head[-1] & 0x80:
+                head += _read_exactly(client, 1)
+            name_length = _read_exactly(client, 2)
+            rest = _read_exactly(client, int.from_bytes(name_length) + 1)  # name, level
+            if rest[-1] == 5:
+                self.refused_mqtt5 += 1
+                if self.answer_mqtt5:
+                    client.sendall(b"\x20\x02\x00\x01")
+                else:
+                    client.settimeout(30)
+                    while client.recv(1024):
+                        pass  # no answer; wait for the client to give up
+                client.close()
+                return
+            upstream = socket.create_connection(self.upstream, timeout=5)
+            self._sockets.append(upstream)
+            client.settimeout(None)
+            upstream.settimeout(None)
+            upstream.sendall(head + name_length + rest)
+            threading.Thread(target=_pipe, args=(upstream, client), daemon=True).start()
+            _pipe(client, upstream)
+        except OSError:
+            client.close()
+
+
+def _read_exactly(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data
+
+
+def _pipe(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while chunk := source.recv(65536):
+            target.sendall(chunk)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
