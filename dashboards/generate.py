@@ -292,7 +292,7 @@ def alerts() -> dict[str, Any]:
                 "by its acknowledgement: change 'closed'), per rule.",
                 [
                     'SELECT mean("age_s") / 60 AS "minutes" FROM "alert" '
-                    f'{WHERE} AND ("change" = \'acknowledged\' OR "change" = \'closed\') '
+                    f"{WHERE} AND (\"change\" = 'acknowledged' OR \"change\" = 'closed') "
                     'GROUP BY "rule"'
                 ],
                 0,

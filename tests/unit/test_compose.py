@@ -90,5 +90,5 @@ def test_dockerfile_runs_as_non_root_with_a_health_check() -> None:
     """The gateway image drops root and checks its health (a root image fails)."""
     text = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^USER (?!root)\w+", text, re.M)
-    assert "patrol-gateway\", \"health\"" in text
+    assert 'patrol-gateway", "health"' in text
     assert "[influx]" in text
