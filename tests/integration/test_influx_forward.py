@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sqlite3
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,12 +21,14 @@ import pytest
 
 from gateway import payloads
 from gateway.app import Gateway
-from gateway.config import load_site
+from gateway.config import Site, load_site
+from gateway.events import Reading
 from gateway.influx.forward import InfluxSettings
 from gateway.influx.lines import timestamp_ns
-from gateway.influx.points import TABLES
+from gateway.influx.points import TABLES, Points
 from gateway.ingest.mqtt import BrokerUrl
-from tests.support.gateway import ZCITY, GatewayProcess, unique_root, wait_until
+from gateway.store.sqlite import SqliteStore
+from tests.support.gateway import ZCITY, GatewayProcess, gateway_command, unique_root, wait_until
 from tests.support.influx import TOKEN, Influxd, V2Adapter
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import MqttClient, Received
@@ -55,7 +59,11 @@ def settings(adapter: V2Adapter, db: str) -> InfluxSettings:
 
 @contextmanager
 def influx_gateway(
-    broker: Mosquitto, data: Path, root: str, influx: InfluxSettings, site_file: Path = ZCITY
+    broker: Mosquitto,
+    data: Path,
+    root: str,
+    influx: InfluxSettings | None,
+    site_file: Path = ZCITY,
 ) -> Iterator[Gateway]:
     """An in-process gateway writing to InfluxDB, online; stopped on exit."""
     gateway = Gateway(
@@ -280,3 +288,101 @@ def test_kill_minus_9_while_forwarding_loses_nothing(
             wait_until(lambda: caught_up(store), bool, 30, "the backlog after the restart")
     assert influxd.count(db, "scan") == 30
     assert_point_for_point(influxd, db, store)
+
+
+def old_readings(store: Path, days: float, n: int) -> None:
+    """`n` readings of tx-1 stamped `days` ago, as if received then."""
+    db = SqliteStore(store)
+    at = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
+    for i in range(n):
+        t = at + dt.timedelta(minutes=i)
+        db.add_reading(Reading("tx-1", {"load_pct": float(i)}, t, t))
+    db.commit()
+    db.close()
+
+
+def test_retention_deletes_only_readings_influx_has(
+    mosquitto: Mosquitto, influxd: Influxd, tmp_path: Path
+) -> None:
+    """Without --influx nothing is deleted; with it, readings older than the kept days go once
+    InfluxDB has them, newer ones and scans stay (deleting what InfluxDB lacks loses data)."""
+    data = tmp_path / "data"
+    store = data / "zcity.sqlite"
+    data.mkdir()
+    old_readings(store, 100, 20)
+    old_readings(store, 1, 5)
+    root = unique_root()
+    with influx_gateway(mosquitto, data, root, None):
+        time.sleep(1.5)
+    assert len(store_rows(store, "readings", "time")) == 25
+    db = new_db(influxd)
+    with V2Adapter(influxd) as adapter:
+        with influx_gateway(mosquitto, data, root, settings(adapter, db)):
+            wait_until(lambda: caught_up(store), bool, 20, "the readings in InfluxDB")
+        assert influxd.count(db, "reading") == 25
+        with influx_gateway(mosquitto, data, root, settings(adapter, db)):  # runs at start
+            wait_until(
+                lambda: len(store_rows(store, "readings", "time")),
+                lambda n: n == 5,
+                10,
+                "retention",
+            )
+    assert influxd.count(db, "reading") == 25
+
+
+def test_forward_and_backup_commands(influxd: Influxd, tmp_path: Path) -> None:
+    """`patrol-gateway forward` sends a replayed store's history with a progress bar and
+    exits 0; run again it sends nothing more (resumable, no doubles); `backup` makes a copy
+    that holds the same rows (a wrong exit status, a second copy of each point or a torn
+    backup fails)."""
+    site_file, events = scenario()
+    data = tmp_path / "data"
+    data.mkdir()
+    site = load_site(site_file)
+    store = data / f"{site.id}.sqlite"
+    subprocess.run(
+        [
+            *gateway_command(),
+            "replay",
+            "--config",
+            str(site_file),
+            "--store",
+            str(store),
+            str(events),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    # The store knows its site once a gateway ran on it; a replay store is told here.
+    with closing(sqlite3.connect(store)) as conn:
+        conn.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('site_yaml', ?)", (site_file.read_text(),)
+        )
+        conn.commit()
+    db = new_db(influxd)
+    env = {**os.environ, "PATROL_INFLUX_TOKEN": TOKEN, "PATROL_INFLUX_BUCKET": f"{db}/autogen"}
+    with V2Adapter(influxd) as adapter:
+        command = [*gateway_command(), "forward", "--data", str(data), "--influx", adapter.url]
+        first = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        assert first.returncode == 0, first.stderr
+        assert "done" in first.stdout
+        passed = adapter.lines_passed
+        again = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        assert again.returncode == 0, again.stderr
+        assert "done: 0 rows" in again.stdout
+        assert adapter.lines_passed - passed == len(site_limits(site))  # only the limits
+    assert_point_for_point(influxd, db, store)
+    out = tmp_path / "copy.sqlite"
+    backup = subprocess.run(
+        [*gateway_command(), "backup", "--data", str(data), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert backup.returncode == 0, backup.stderr
+    for table in ("scans", "readings", "alert_transitions", "commands"):
+        assert store_rows(out, table, "*") == store_rows(store, table, "*")
+
+
+def site_limits(site: Site) -> list[str]:
+    return Points(site).limits(dt.datetime.now(dt.UTC))
