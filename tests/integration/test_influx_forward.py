@@ -178,10 +178,12 @@ def ack_topic(root: str, reader: str = "fd-1") -> str:
     return f"{root}/zcity/reader/{reader}/ack"
 
 
-def scan_and_wait_answer(client: MqttClient, root: str, seq: int) -> float:
+def scan_and_wait_answer(
+    client: MqttClient, root: str, seq: int, ts: dt.datetime | None = None
+) -> float:
     """Publish one scan and wait for its answer; returns the seconds it took."""
     begin = time.monotonic()
-    ts = dt.datetime.now(dt.UTC)
+    ts = ts or dt.datetime.now(dt.UTC)
     client.publish(f"{root}/zcity/reader/fd-1/scan", payloads.scan(CARD, "nfc", ts=ts, seq=seq))
 
     def mine(m: Received) -> bool:
@@ -234,7 +236,8 @@ def test_refusals_are_retried_until_taken(
     mosquitto: Mosquitto, influxd: Influxd, tmp_path: Path
 ) -> None:
     """InfluxDB answering 503 and then 400 (a v2 server refusing) holds the cursor; once it
-    takes writes again everything arrives once (a cursor moved on a refusal loses points)."""
+    takes writes again everything arrives once (a cursor moved on a refusal loses points), the
+    two scans of a double tap in one second as two points (§8's timestamp rule)."""
     db = new_db(influxd)
     root = unique_root()
     with (
@@ -247,6 +250,9 @@ def test_refusals_are_retried_until_taken(
         adapter.refuse = 503
         for seq in range(1, 11):
             assert scan_and_wait_answer(client, root, seq) < 1.0
+        instant = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        for seq in (11, 12):  # a double tap: one reader, one card, one `ts`
+            scan_and_wait_answer(client, root, seq, instant)
         wait_until(lambda: adapter.refused, lambda n: n >= 1, 10, "a refused write")
         adapter.refuse = 400
         refused = adapter.refused
@@ -255,7 +261,7 @@ def test_refusals_are_retried_until_taken(
         adapter.refuse = None
         wait_until(lambda: caught_up(gateway.store_path), bool, 30, "the refused rows")
         store = gateway.store_path
-    assert influxd.count(db, "scan") == 10
+    assert influxd.count(db, "scan") == 12
     assert_point_for_point(influxd, db, store)
 
 
