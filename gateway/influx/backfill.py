@@ -26,8 +26,7 @@ def pending(store: SqliteStore) -> int:
     db = connection(store)
     total = 0
     for table in TABLES:
-        count, _ = table.backlog(db, store.cursor(table.cursor))
-        total += count
+        total += table.waiting(db, store.cursor(table.cursor))
     store.commit()
     return total
 

@@ -42,7 +42,7 @@ LIMIT_EVERY = 3600.0
 PATROL_EVERY = 300.0
 GATEWAY_EVERY = 60.0
 SNAPSHOT_RETRY = 30.0
-BACKLOG_EVERY = 1.0
+COUNT_EVERY = 5.0  # the backlog's row count (for the `gateway` point); its age: every pass
 
 
 @dataclass(frozen=True)
@@ -109,23 +109,30 @@ class InfluxWriter:
 
 
 class Backlog:
-    """Rows not yet in InfluxDB, per table, as last measured by each forwarder (thread-safe
-    enough: each forwarder replaces its own entry; readers take a snapshot)."""
+    """Rows not yet in InfluxDB, per table, as last measured by each forwarder (each forwarder
+    replaces only its own entries; a reader takes a snapshot of the dicts)."""
 
     def __init__(self) -> None:
-        self._tables: dict[str, tuple[int, float | None]] = {}
+        self._counts: dict[str, int] = {}
+        self._oldest: dict[str, float | None] = {}
 
-    def set(self, table: str, count: int, oldest: float | None) -> None:
-        """What one forwarder measured: rows waiting, and when the oldest was stored."""
-        self._tables[table] = (count, oldest)
+    def set_oldest(self, table: str, oldest: float | None) -> None:
+        """When the oldest row waiting in `table` was stored (None: nothing waits)."""
+        self._oldest[table] = oldest
+        if oldest is None:
+            self._counts[table] = 0
+
+    def set_count(self, table: str, count: int) -> None:
+        """How many rows wait in `table`."""
+        self._counts[table] = count
 
     def rows(self) -> int:
-        """Rows waiting, all tables."""
-        return sum(count for count, _ in list(self._tables.values()))
+        """Rows waiting, all tables (as of the last count)."""
+        return sum(list(self._counts.values()))
 
     def oldest(self) -> float | None:
         """When the oldest waiting row was stored (epoch seconds), or None."""
-        stamps = [o for _, o in list(self._tables.values()) if o is not None]
+        stamps = [o for o in list(self._oldest.values()) if o is not None]
         return min(stamps) if stamps else None
 
     def age(self, now: dt.datetime) -> float:
@@ -155,7 +162,8 @@ class TableForwarder(Forwarder):
         self.clock = clock
         self.backlog = backlog
         self._points = Points(site())
-        self._measured = 0.0
+        self._counted = 0.0
+        self._first_seen: tuple[int, float] = (0, 0.0)  # (row id, clock time) for age_column None
 
     @property
     def points(self) -> Points:
@@ -180,12 +188,22 @@ class TableForwarder(Forwarder):
         self.counters["lines"] += len(lines)
 
     def housekeeping(self, store: SqliteStore) -> None:
-        """Measure the backlog (at most once a second)."""
+        """Measure the backlog: the oldest row's age every pass (one index look-up, so rule 12
+        never sees a stale age), the row count every few seconds."""
+        db = connection(store)
+        oldest = self.table.oldest(db, self.position)
+        stored: float | None = None
+        if oldest is not None:
+            ident, stored = oldest
+            if stored is None:  # no stored-at column: since this forwarder first saw the row
+                if self._first_seen[0] != ident:
+                    self._first_seen = (ident, self.clock().timestamp())
+                stored = self._first_seen[1]
+        self.backlog.set_oldest(self.table.name, stored)
         now = time.monotonic()
-        if now - self._measured >= BACKLOG_EVERY:
-            self._measured = now
-            count, oldest = self.table.backlog(connection(store), self.position)
-            self.backlog.set(self.table.name, count, oldest)
+        if now - self._counted >= COUNT_EVERY:
+            self._counted = now
+            self.backlog.set_count(self.table.name, self.table.waiting(db, self.position))
 
 
 class ReadingsForwarder(TableForwarder):

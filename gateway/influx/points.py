@@ -37,7 +37,10 @@ class Table:
     name: str  # the store's table
     cursor: str  # the cursor's name in the store's `cursors` table
     columns: str  # selected after `id`
-    age_column: str  # when the row was stored (for the backlog's age)
+    # When the row was stored, for the backlog's age (rule 12); None where the table has no
+    # such column (a transition's `at` is its rule time, which a deadline fired after a
+    # restart puts in the past): the forwarder then counts from when it first saw the row.
+    age_column: str | None
 
     def fetch(self, db: sqlite3.Connection, after: int, limit: int) -> list[Row]:
         """Rows with an id above `after`, oldest first: (id, columns…)."""
@@ -46,17 +49,22 @@ class Table:
             (after, limit),
         ).fetchall()
 
-    def backlog(self, db: sqlite3.Connection, after: int) -> tuple[int, float | None]:
-        """(rows after the cursor, when the oldest of them was stored)."""
-        count, first = db.execute(
-            f"SELECT count(*), min(id) FROM {self.name} WHERE id > ?", (after,)
+    def oldest(self, db: sqlite3.Connection, after: int) -> tuple[int, float | None] | None:
+        """(id, when stored) of the oldest row after the cursor (one primary-key look-up)."""
+        row = db.execute(
+            f"SELECT id, {self.age_column or 'NULL'} FROM {self.name} WHERE id > ?"
+            " ORDER BY id LIMIT 1",
+            (after,),
         ).fetchone()
-        if not count:
-            return 0, None
-        oldest = db.execute(
-            f"SELECT {self.age_column} FROM {self.name} WHERE id = ?", (first,)
-        ).fetchone()
-        return int(count), None if oldest is None else float(oldest[0])
+        if row is None:
+            return None
+        return int(row[0]), None if row[1] is None else float(row[1])
+
+    def waiting(self, db: sqlite3.Connection, after: int) -> int:
+        """How many rows are after the cursor."""
+        return int(
+            db.execute(f"SELECT count(*) FROM {self.name} WHERE id > ?", (after,)).fetchone()[0]
+        )
 
 
 SCANS = Table(
@@ -64,7 +72,7 @@ SCANS = Table(
 )
 READINGS = Table("readings", "influx_readings", "equipment, metric, time, value", "received_at")
 STATUSES = Table("device_status", "influx_device_status", "device, state, time", "received_at")
-TRANSITIONS = Table("alert_transitions", "influx_alert_transitions", "change, at, record", "at")
+TRANSITIONS = Table("alert_transitions", "influx_alert_transitions", "change, at, record", None)
 TABLES = (SCANS, READINGS, STATUSES, TRANSITIONS)
 
 

@@ -21,6 +21,7 @@ import pytest
 
 from gateway import payloads
 from gateway.app import Gateway
+from gateway.clock import ScaledClock
 from gateway.config import Site, load_site
 from gateway.events import Reading
 from gateway.influx.forward import InfluxSettings
@@ -392,3 +393,74 @@ def test_forward_and_backup_commands(influxd: Influxd, tmp_path: Path) -> None:
 
 def site_limits(site: Site) -> list[str]:
     return Points(site).limits(dt.datetime.now(dt.UTC))
+
+
+def test_demo_writes_to_influx(influxd: Influxd, tmp_path: Path) -> None:
+    """`patrol-gateway demo --influx URL` writes its scans, readings and limits to InfluxDB
+    (a demo that ignores the option, or a forwarder it never starts, fails); the lag alert
+    does not fire at the demo's accelerated clock."""
+    db = new_db(influxd)
+    env = {**os.environ, "PATROL_INFLUX_TOKEN": TOKEN, "PATROL_INFLUX_BUCKET": f"{db}/autogen"}
+    with V2Adapter(influxd) as adapter:
+        args = ["demo", "--port", "0", "--seconds", "5", "--speed", "30", "--data", str(tmp_path)]
+        run = subprocess.run(
+            [*gateway_command(), *args, "--influx", adapter.url],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert run.returncode == 0, run.stdout + run.stderr
+    [store] = tmp_path.glob("*.sqlite")
+    stored = len(store_rows(store, "readings", "time"))
+    assert 0 < influxd.count(db, "reading") <= stored
+    assert influxd.count(db, "scan") > 0
+    assert influxd.count(db, "limit") > 0
+    rules = {json.loads(r)["rule"] for _, r in store_rows(store, "alerts", "record")}
+    assert "gateway.forward_lagging" not in rules
+
+
+def test_forward_lagging_raised_and_cleared_live(
+    mosquitto: Mosquitto, influxd: Influxd, tmp_path: Path
+) -> None:
+    """Rule 12 live: InfluxDB refusing for more than 10 (simulated) minutes raises
+    gateway.forward_lagging on `influxdb`; once the backlog is sent it clears, and both
+    transitions reach InfluxDB too (no alert, or one that never clears, fails)."""
+    db = new_db(influxd)
+    root = unique_root()
+    clock = ScaledClock(dt.datetime.now(dt.UTC), 240.0, time.time())  # 10 min = 2.5 s
+    with V2Adapter(influxd) as adapter:
+        adapter.refuse = 503
+        gateway = Gateway(
+            load_site(ZCITY),
+            BrokerUrl.parse(mosquitto.url),
+            tmp_path / "data",
+            root=root,
+            clock=clock,
+            grace=dt.timedelta(seconds=480),
+            influx=settings(adapter, db),
+        )
+        gateway.start()
+        try:
+            with MqttClient(mosquitto.url) as client:
+                client.connect()
+                client.subscribe(ack_topic(root))
+                scan_and_wait_answer(client, root, 1, clock())
+            store = gateway.store_path
+
+            def lagging() -> list[str]:
+                rows = store_rows(store, "alert_transitions", "change, record")
+                return [c for _, c, r in rows if json.loads(r)["rule"] == "gateway.forward_lagging"]
+
+            wait_until(lagging, lambda c: c == ["open"], 20, "the lag alert")
+            adapter.refuse = None
+            wait_until(lagging, lambda c: c == ["open", "cleared"], 20, "the lag alert cleared")
+            wait_until(lambda: caught_up(store), bool, 20, "the transitions in InfluxDB")
+        finally:
+            gateway.stop()
+    series = influxd.query(
+        'SELECT "change" FROM alert WHERE "rule" = \'gateway.forward_lagging\'', db
+    )
+    assert [v[1] for v in series[0]["values"]] == ["opened", "cleared"]
+    assert series[0]["columns"] == ["time", "change"]

@@ -159,7 +159,8 @@ class Influxd:
             "patrol": "duty_day",
             "gateway": "received",
         }[measurement]
-        series = self.query(f'SELECT count("{field}") FROM "{measurement}"', db)
+        what = "*" if field == "*" else f'"{field}"'
+        series = self.query(f'SELECT count({what}) FROM "{measurement}"', db)
         return 0 if not series else max(int(v or 0) for v in series[0]["values"][0][1:])
 
     def __enter__(self) -> Self:
