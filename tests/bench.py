@@ -52,6 +52,7 @@ from gateway.ingest.topics import Topics
 from gateway.replay import Recorded, read_events, replay
 from gateway.store.sqlite import SqliteStore
 from tests.bench_influx import forwarding
+from tests.support.influx import TOKEN, Influxd, V2Adapter
 from tests.support.mosquitto import Mosquitto, find_mosquitto, free_port
 from tests.support.mqtt import MqttClient
 
@@ -615,6 +616,11 @@ def main(argv: list[str] | None = None) -> int:
         say(f"  raw broker echo: {show(echo)}")
         lat, lat_note = latency_gateway(broker, site, Path(tmp) / "latency", args)
         say(f"  gateway answers: {show(lat)} ({lat_note})")
+        with Influxd() as influxd, V2Adapter(influxd) as adapter:
+            influxd.create_database("latency")
+            up = InfluxSettings(adapter.url, TOKEN, "patrol", "latency/autogen")
+            lat_up, _ = latency_gateway(broker, site, Path(tmp) / "latency-up", args, up)
+        say(f"  gateway answers, --influx with InfluxDB up: {show(lat_up)}")
         # --influx at a port where nothing listens: InfluxDB down for the whole run.
         down = InfluxSettings(f"http://127.0.0.1:{free_port()}", "u:p", "patrol", "x/autogen")
         lat_down, _ = latency_gateway(broker, site, Path(tmp) / "latency-down", args, down)
@@ -640,7 +646,8 @@ def main(argv: list[str] | None = None) -> int:
         ("scan→answer p50 (ms)", lat.p50, echo.p50, "raw broker echo, same rate", 2),
         ("scan→answer p99 (ms)", lat.p99, echo.p99, "raw broker echo, same rate", 2),
         ("scan→answer max (ms)", lat.max, echo.max, "raw broker echo, same rate", 2),
-        ("answer p99, Influx down", lat_down.p99, lat.p99, "the gateway without --influx", 2),
+        ("answer p99, Influx up", lat_up.p99, lat.p99, "the gateway without --influx", 2),
+        ("answer p99, Influx down", lat_down.p99, lat_up.p99, "--influx, InfluxDB up", 2),
         ("forward (lines/s)", fwd.forwarder_rate, fwd.bare_rate, "bare influxdb-client", 0),
         ("replay (events/s)", speed.replay_rate, speed.decode_rate, "read+decode, same lines", 0),
     ]
