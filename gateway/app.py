@@ -25,7 +25,9 @@ from gateway.clock import ScaledClock, wall_clock
 from gateway.commands import Command
 from gateway.config.site import Site
 from gateway.events import Message
-from gateway.forward import MqttAlerts
+from gateway.forward import Forwarder, MqttAlerts
+from gateway.influx.forward import InfluxOut, InfluxSettings
+from gateway.influx.live import StatusTap, forward_lagging
 from gateway.ingest.inbox import Inbox
 from gateway.ingest.mqtt import DEFAULT_MAX_PAYLOAD_BYTES, BrokerUrl, MqttLink
 from gateway.ingest.render import Renderer
@@ -33,7 +35,7 @@ from gateway.ingest.topics import Topics
 from gateway.pipeline import CommandOutcome, Pipeline
 from gateway.signals import StopSignal
 from gateway.store.sqlite import SqliteStore, store_file
-from gateway.worker import StoreUnavailable, Submitted, Worker
+from gateway.worker import Link, StoreUnavailable, Submitted, Worker
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,8 @@ class Gateway:
         grace: dt.timedelta = DEADLINE_GRACE,
         site_file: pathlib.Path | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        influx: InfluxSettings | None = None,
+        keep_readings_days: float = 90.0,
     ) -> None:
         self.site = site
         self.topics = Topics(root, site.id)
@@ -100,11 +104,25 @@ class Gateway:
         self.alerts_out = MqttAlerts(
             self.store_path, self.link, render, connected=self.link.connected.is_set
         )
-        self.forwarders = [self.alerts_out]
+        self.forwarders: list[Forwarder] = [self.alerts_out]
+        self._counters: dict[str, int] = {}
+        self.influx: InfluxOut | None = None
+        worker_link: Link = self.link
+        if influx is not None:  # §8: one forwarder per table; readings kept N days once sent
+            self.influx = InfluxOut(
+                self.store_path,
+                influx,
+                lambda: self.site,
+                clock,
+                lambda: self._counters,
+                keep_readings_days,
+            )
+            self.forwarders += self.influx.forwarders
+            worker_link = StatusTap(self.link, self.topics.patrol_status, self.influx.offer_status)
         self.worker = Worker(
             site,
             self.store,
-            self.link,
+            worker_link,
             self.topics,
             clock,
             self._start,
@@ -119,7 +137,6 @@ class Gateway:
         self.failure: BaseException | None = None
         self.store_failing = False
         self._last_heartbeat = 0.0
-        self._counters: dict[str, int] = {}
         self.site_file = site_file
         self._pending_site: tuple[Site, str] | None = None
         self._reload_outcome: dict[str, object] | None = None
@@ -142,6 +159,8 @@ class Gateway:
         self._thread.join(timeout=drain_seconds + 5)
         for forwarder in self.forwarders:
             forwarder.stop()
+        if self.influx is not None:
+            self.influx.close()
         self.link.stop()
         if self._thread.is_alive():
             log.error("工作线程未停止 / the worker did not stop; the store is left open")
@@ -254,6 +273,9 @@ class Gateway:
             if self._republish.is_set():
                 self._republish.clear()
                 self.worker.republish()
+            if self.influx is not None:  # rule 12, live only: the age is a number in memory
+                now = self.clock()
+                forward_lagging(self.worker.pipeline, self.influx.age(now), now)
             try:
                 self.worker.step(batch, commands)
             except StoreUnavailable as exc:
@@ -353,6 +375,8 @@ def run_gateway(
     clock: Clock = wall_clock,
     site_file: pathlib.Path | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    influx: InfluxSettings | None = None,
+    keep_readings_days: float = 90.0,
 ) -> int:
     """Run until SIGINT/SIGTERM; return the exit code (70 if the worker died)."""
     logging.basicConfig(
@@ -374,6 +398,8 @@ def run_gateway(
         grace=grace,
         site_file=site_file,
         max_payload_bytes=max_payload_bytes,
+        influx=influx,
+        keep_readings_days=keep_readings_days,
     )
     reload = _ReloadFlag()
     if hasattr(signal, "SIGHUP"):
