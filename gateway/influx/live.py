@@ -50,7 +50,7 @@ def forward_lagging(
         cleared = book.clear(rule, SUBJECT, now)
         if cleared is not None:
             transitions.append(cleared)
-    pipeline._record(transitions)
+    pipeline.record(transitions)
     return transitions
 
 

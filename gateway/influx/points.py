@@ -27,7 +27,7 @@ Row = tuple[Any, ...]
 
 def connection(store: SqliteStore) -> sqlite3.Connection:
     """The forwarder's own connection to the store (each forwarder opens its own)."""
-    return store._db
+    return store.connection
 
 
 @dataclass(frozen=True)
