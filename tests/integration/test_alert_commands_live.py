@@ -13,7 +13,7 @@ import pytest
 
 from gateway.store.sqlite import SqliteStore
 from tests.support.gateway import GatewayProcess, unique_root
-from tests.support.live import cli, retained, scan, transitions
+from tests.support.live import cli, retained, scan, transitions, wait_healthy
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import MqttClient, Received
 
@@ -24,6 +24,7 @@ UNKNOWN_CARD = "DEADBEEF0001"
 def gateway(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[GatewayProcess]:
     """`patrol-gateway run` on the example site, its own topic root and --data."""
     with GatewayProcess(mosquitto.url, tmp_path / "data", root=unique_root()) as process:
+        wait_healthy(process.data)
         yield process
 
 
@@ -86,6 +87,7 @@ def test_ack_closes_a_non_clearing_alert_for_good(
 
     assert gateway.stop() == 0
     gateway.start()
+    wait_healthy(gateway.data)
     assert ident not in open_ids(gateway.data)
     # The restarted gateway has reconciled the broker's retained alerts with its store.
     with MqttClient(mosquitto.url, timeout=10) as device:

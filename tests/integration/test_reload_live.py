@@ -9,7 +9,7 @@ import signal
 from pathlib import Path
 
 from tests.support.gateway import ZCITY, GatewayProcess, unique_root, wait_until
-from tests.support.live import cli, scan
+from tests.support.live import cli, scan, wait_healthy
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import MqttClient, Received
 
@@ -62,6 +62,7 @@ def test_reload_applies_a_good_file_and_refuses_a_broken_one(
     site_file.write_text(original, encoding="utf-8")
     data = tmp_path / "data"
     with GatewayProcess(mosquitto.url, data, root=unique_root(), site_file=site_file) as gateway:
+        wait_healthy(data)
         reader = Reader(mosquitto.url, gateway)
         try:
             assert reader.present(NEW_CARD)["ok"] is False  # nobody's card yet

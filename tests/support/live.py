@@ -55,3 +55,26 @@ def transitions(store_path: Path, alert_id: str) -> list[dict[str, Any]]:
         return [t for t in store.transitions() if t["alert_id"] == alert_id]
     finally:
         store.close()
+
+
+def wait_healthy(data: Path, timeout: float = 15.0) -> None:
+    """Until the gateway on `--data` has said in its store that it runs and is connected.
+
+    `online` on MQTT comes first; a command sent before the first heartbeat is only queued
+    (the command line cannot tell a starting gateway from a stopped one).
+    """
+    from gateway.cli_ops import gateway_running
+    from gateway.store.sqlite import find_store
+    from tests.support.gateway import wait_until
+
+    def probe() -> tuple[bool, str]:
+        try:
+            store = SqliteStore(find_store(data), readonly=True)
+        except FileNotFoundError as exc:
+            return False, str(exc)
+        try:
+            return gateway_running(store)
+        finally:
+            store.close()
+
+    wait_until(probe, lambda r: r[0], timeout, f"a heartbeat in the store under {data}")
