@@ -8,6 +8,7 @@ every 1 s retry rebuilt two days of rules and logged a traceback onto the same f
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import logging
 import pathlib
@@ -96,7 +97,7 @@ def test_the_worker_waits_for_a_full_disk_quietly_and_then_stores_everything(
     rebuilt once, every scan is stored once and acknowledged."""
     monkeypatch.setattr(app_module, "SqliteStore", FullStore)
     monkeypatch.setattr(app_module, "STORE_RETRY_FIRST", 0.05)
-    monkeypatch.setattr(app_module, "STORE_RETRY_MAX", 0.4)
+    monkeypatch.setattr(app_module, "STORE_RETRY_MAX", 0.8)
     rebuilds: list[float] = []
     real_init = Pipeline.__init__
 
@@ -122,7 +123,7 @@ def test_the_worker_waits_for_a_full_disk_quietly_and_then_stores_everything(
         assert link.acked == []
         assert rebuilds == []  # a store error is not the rules' fault
         gaps = [b - a for a, b in zip(store.probes, store.probes[1:], strict=False)]
-        assert gaps[3] > 4 * gaps[0], gaps  # 0.05 s, then 0.1, 0.2, 0.4: backing off
+        assert gaps[3] > 3 * gaps[0], gaps  # 0.05 s, 0.1, 0.2, 0.4, …: backing off
         errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(errors) == 1, [r.getMessage() for r in errors]
         assert "full" in errors[0].getMessage()
@@ -141,3 +142,118 @@ def test_the_worker_waits_for_a_full_disk_quietly_and_then_stores_everything(
     assert sum("works again" in r.getMessage() for r in caplog.records) == 1
     assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
     store.close()
+
+
+class AlmostFullStore(FullStore):
+    """A disk with room for the probe's tiny write but not for a batch: what a real 2 MiB
+    tmpfs does (the probe succeeds, the batch's commit fails, again and again)."""
+
+    attempts: list[float]
+
+    def commit(self) -> None:
+        if self.failing:
+            self.attempts.append(time.monotonic())
+            raise sqlite3.OperationalError("database or disk is full")
+        super().commit()
+
+    def probe(self) -> None:
+        self.probes.append(time.monotonic())
+        self.set_meta("probe", "")
+        super(FullStore, self).commit()
+
+
+def start(
+    zcity: Site, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, store_class: type
+) -> tuple[Gateway, MemoryLink, list[float]]:
+    """A gateway on `store_class` with a fast backoff, its link the memory twin, its worker
+    thread not yet started; and the list of the rules' rebuilds from now on."""
+    monkeypatch.setattr(app_module, "SqliteStore", store_class)
+    monkeypatch.setattr(app_module, "STORE_RETRY_FIRST", 0.05)
+    monkeypatch.setattr(app_module, "STORE_RETRY_MAX", 0.8)
+    rebuilds: list[float] = []
+    real_init = Pipeline.__init__
+
+    def counting_init(self: Pipeline, *args: Any, **kwargs: Any) -> None:
+        rebuilds.append(time.monotonic())
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "__init__", counting_init)
+    gateway = Gateway(zcity, BrokerUrl.parse("mqtt://127.0.0.1:9"), tmp_path, clock=lambda: T0)
+    link = MemoryLink()
+    gateway.worker.link = link
+    rebuilds.clear()
+    return gateway, link, rebuilds
+
+
+def test_a_store_that_takes_the_probe_but_not_the_batch_is_retried_with_backoff(
+    zcity: Site,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Seen on a real 2 MiB tmpfs: the probe's tiny write fits, the batch does not. The retry
+    must still back off (not once per probe), log the failure once and "works again" only when
+    a batch is stored, and rebuild the rules only once per retry of the batch."""
+    gateway, link, rebuilds = start(zcity, tmp_path, monkeypatch, AlmostFullStore)
+    store = gateway.store
+    assert isinstance(store, AlmostFullStore)
+    store.attempts = []
+    store.failing = True
+    for seq in range(1, 21):
+        assert gateway.inbox.put_nowait(scan(seq))
+    caplog.set_level(logging.INFO, logger="gateway")
+    thread = threading.Thread(target=gateway._work)
+    thread.start()
+    try:
+        wait_until(lambda: len(store.attempts), lambda n: n >= 5, 10, "five attempts")
+        attempts = list(store.attempts)
+        gaps = [b - a for a, b in itertools.pairwise(attempts)]
+        assert gaps[3] > 3 * gaps[0], gaps  # backing off between the batch's retries
+        assert len(rebuilds) <= len(attempts)  # at most one rebuild per retry
+        assert link.acked == []
+        assert [r.getMessage() for r in caplog.records if "works again" in r.getMessage()] == []
+        store.failing = False
+        wait_until(lambda: len(link.acked), lambda n: n == 20, 10, "every scan acknowledged")
+    finally:
+        gateway._stopping.set()
+        thread.join(10)
+    assert gateway.failure is None
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, errors
+    assert sum("works again" in r.getMessage() for r in caplog.records) == 1
+    assert store.count("scans") == 20
+    store.close()
+
+
+class HeartbeatOnFullDisk(FullStore):
+    """The disk fills between a batch's commit and the heartbeat's: the heartbeat fails once."""
+
+    heartbeats = 0
+
+    def set_meta(self, key: str, value: str) -> None:
+        if key == "heartbeat":
+            type(self).heartbeats += 1
+            if type(self).heartbeats == 1:
+                raise sqlite3.OperationalError("database or disk is full")
+        super().set_meta(key, value)
+
+
+def test_a_full_disk_at_the_heartbeat_does_not_kill_the_worker(
+    zcity: Site, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The heartbeat is bookkeeping: a store error there must not end the worker thread (the
+    process would exit 70 on a full disk instead of waiting for room)."""
+    gateway, link, _ = start(zcity, tmp_path, monkeypatch, HeartbeatOnFullDisk)
+    monkeypatch.setattr(app_module, "HEARTBEAT_SECONDS", 0.0)
+    thread = threading.Thread(target=gateway._work)
+    thread.start()
+    try:
+        assert gateway.inbox.put_nowait(scan(1))
+        wait_until(lambda: len(link.acked), lambda n: n == 1, 10, "the scan acknowledged")
+        wait_until(lambda: HeartbeatOnFullDisk.heartbeats, lambda n: n >= 3, 10, "later heartbeats")
+    finally:
+        gateway._stopping.set()
+        thread.join(10)
+    assert gateway.failure is None
+    assert gateway.store.meta("heartbeat") is not None
+    gateway.store.close()
