@@ -13,10 +13,10 @@ from tests.support.live import cli, wait_healthy
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import MqttClient, Received
 
-# A Wednesday: wang-fang is rostered; the gateway's clock starts 90 s before its duty day
-# (08:30 in Shanghai) and runs 6× as fast, so the day starts 15 s into the test.
+# A Wednesday: wang-fang is rostered; the gateway's clock starts 150 s before its duty day
+# (08:30 in Shanghai) and runs 6× as fast, so the day starts 25 s into the test.
 DAY = dt.date(2026, 11, 25)
-CLOCK_START = "2026-11-25T08:28:30+08:00"
+CLOCK_START = "2026-11-25T08:27:30+08:00"
 SPEED = "6"
 
 
