@@ -8,12 +8,14 @@ which reads them from the store after commit.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import os
 import pathlib
 import signal
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -255,15 +257,15 @@ class Gateway:
         backoff = STORE_RETRY_FIRST
         while not self._stopping.is_set():
             if self.store_failing:
+                # Wait, then probe; the backoff grows until a batch is stored again, not until
+                # the probe works: a nearly full disk takes the probe's tiny write and still
+                # refuses the batch (issue 8 item 13), and each retry rebuilds the rules.
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, STORE_RETRY_MAX)
                 try:
                     self.store.probe()
                 except Exception:
-                    self._stopping.wait(backoff)
-                    backoff = min(backoff * 2, STORE_RETRY_MAX)
                     continue
-                log.info("存储恢复 / the store works again; resuming")
-                self.store_failing = False
-                backoff = STORE_RETRY_FIRST
                 self.worker.recover()
             if self._pending_site is not None:
                 self._apply_site(*self._pending_site)
@@ -281,16 +283,21 @@ class Gateway:
             except StoreUnavailable as exc:
                 # Nothing of the rest is acknowledged, and the broker only redelivers after a
                 # reconnect: keep it and try again once the store takes a write. Meanwhile the
-                # inbox fills and holds the broker back.
-                log.error(
-                    "存储失败，暂停并重试 / the store failed (%s): holding %d messages, retrying "
-                    "with backoff",
-                    exc.cause,
-                    len(exc.remaining),
-                )
+                # inbox fills and holds the broker back. Said once, not at every retry.
+                if not self.store_failing:
+                    log.error(
+                        "存储失败，暂停并重试 / the store failed (%s): holding %d messages, "
+                        "retrying with backoff",
+                        exc.cause,
+                        len(exc.remaining),
+                    )
                 self.store_failing = True
                 retry = exc.remaining
                 continue
+            if self.store_failing:
+                log.info("存储恢复 / the store works again; resuming")
+                self.store_failing = False
+                backoff = STORE_RETRY_FIRST
             retry, commands = [], []
             self._counters = dict(self.worker.pipeline.counters)
             self._heartbeat()
@@ -331,8 +338,14 @@ class Gateway:
             "connected": self.link.connected.is_set(),
             "reload": self._reload_outcome,
         }
-        self.store.set_meta("heartbeat", json.dumps(beat))
-        self.store.commit()
+        try:
+            self.store.set_meta("heartbeat", json.dumps(beat))
+            self.store.commit()
+        except sqlite3.Error:
+            # The disk filled since the batch's commit: the next batch finds out and waits for
+            # the store; bookkeeping must not end the worker (issue 8 item 13).
+            with contextlib.suppress(sqlite3.Error):
+                self.store.rollback()
 
 
 def site_changes(old: Site, new: Site) -> str:

@@ -337,10 +337,12 @@ CreateOpt = Annotated[
 ]
 
 
-def _roster_store(config: pathlib.Path, data: pathlib.Path, create: bool) -> None:
+def _roster_store(
+    config: pathlib.Path, data: pathlib.Path, create: bool, offer_create: bool = True
+) -> None:
     """Refuse a --data without a store (a mistyped path) unless told to create one."""
     site = _load(config)
-    opened = open_store(data, create=create, site=site)
+    opened = open_store(data, create=create, site=site, offer_create=offer_create)
     try:
         if not opened.store.meta("site_yaml"):
             opened.store.set_meta("site_id", site.id)
@@ -393,7 +395,7 @@ def roster_cancel(
 ) -> None:
     """撤销替班 · Cancel a swap before its duty day starts; the roster's person is on duty."""
     site = _load(config)
-    _roster_store(config, data, False)
+    _roster_store(config, data, False, offer_create=False)
     day = date.date()
     rostered = site.rostered_manager(day)
     actor = by if by in site.people else (rostered or by)
@@ -450,6 +452,8 @@ def roster_show(
         day = monday + dt.timedelta(days=offset)
         rostered = roster.rostered(day)
         swap = roster.swap_in_effect(day, max(now, site.calendar.day_start(day)))
+        if swap is not None and swap.manager == rostered:
+            swap = None  # a cancelled swap: the roster's person is on duty again
         manager = swap.manager if swap else rostered
         who = site.people[manager].name if manager in site.people else str(manager)
         note = ""

@@ -52,15 +52,19 @@ class Opened:
     path: pathlib.Path
 
 
-def open_store(data: pathlib.Path, create: bool = False, site: Site | None = None) -> Opened:
-    """The store under `--data` and its site (from the store itself unless given)."""
+def open_store(
+    data: pathlib.Path, create: bool = False, site: Site | None = None, offer_create: bool = False
+) -> Opened:
+    """The store under `--data` and its site (from the store itself unless given).
+
+    `offer_create`: the command has a `--create` option; a missing store names it."""
     try:
         path = find_store(data)
     except FileNotFoundError as exc:
         if create and site is not None:
             path = store_file(data, site.id)
         else:
-            hint = "\n(use --create to start a new store there)" if create else ""
+            hint = "\n(use --create to start a new store there)" if offer_create else ""
             raise fail(f"{exc}{hint}") from None
     store = SqliteStore(path)
     if site is None:

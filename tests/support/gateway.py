@@ -123,8 +123,11 @@ class GatewayProcess:
         site_file: Path = ZCITY,
         timeout: float = START_TIMEOUT,
         extra_args: list[str] | None = None,
+        program: list[str] | None = None,
     ) -> None:
         self.broker_url = broker_url
+        # What runs as `patrol-gateway` (a test may wrap it, e.g. `python -c …` that patches).
+        self.program = program
         self.extra_args = list(extra_args or [])
         self.data = data
         self.root = root
@@ -146,7 +149,7 @@ class GatewayProcess:
         if self.running:
             raise RuntimeError("the gateway is already running")
         command = [
-            *gateway_command(),
+            *(self.program or gateway_command()),
             "run",
             "--config",
             str(self.site_file),
@@ -215,6 +218,27 @@ class GatewayProcess:
             raise AssertionError(
                 f"the gateway did not stop within {self.timeout:g} s:\n{self.log_tail()}"
             ) from None
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the process to exit by itself; its exit status (fails after `timeout`)."""
+        proc = self._proc
+        if proc is None:
+            raise RuntimeError("the gateway is not running")
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"the gateway did not exit within {timeout:g} s:\n{self.log_tail()}"
+            ) from None
+        self._proc = None
+        return code
+
+    @property
+    def pid(self) -> int:
+        """The child's process id."""
+        if self._proc is None:
+            raise RuntimeError("the gateway is not running")
+        return self._proc.pid
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the gateway's output, for failure messages."""

@@ -1,4 +1,7 @@
-"""Restart safety: a gateway restarted mid-day rebuilds its rules from the store (issue 3, §5)."""
+"""Restart safety: a gateway restarted mid-day rebuilds its rules from the store (issue 3, §5).
+
+The restarts drive the real single writer, `gateway.worker.Worker`, through the in-memory link
+twin (issue 7 §3), so what is proved is what `run` does, not a copy of its loop."""
 
 from __future__ import annotations
 
@@ -8,14 +11,19 @@ import pathlib
 
 import pytest
 
-from gateway.alerts import Transition
 from gateway.config import Site, load_site
 from gateway.events import Message
+from gateway.ingest.memory import MemoryLink
 from gateway.ingest.topics import Topics
 from gateway.pipeline import Pipeline
 from gateway.replay import Recorded
 from gateway.store.sqlite import SqliteStore
+from gateway.worker import Submitted, Worker
 from tests.support.scenarios import OWN, events, expected, load, own_cases
+
+# Early warnings are on in a live worker and off in a replay (registry.build_rules): they are
+# not in the hand-worked expectations.
+EARLY_WARNINGS = {"patrol.hours_at_risk", "patrol.key_post_at_risk"}
 
 
 def run(
@@ -24,37 +32,47 @@ def run(
     path: pathlib.Path,
     restarts: set[int],
     grace: dt.timedelta = dt.timedelta(0),
+    warnings: bool = False,
 ) -> list[str]:
-    """Feed the events like the live worker does (a tick `grace` behind after each message),
-    restarting the pipeline before each index in `restarts`."""
+    """Feed the events one step each through the real `Worker` on a clock at each event's
+    receive time (so it ticks `grace` behind it, as `run` does), closing the store and
+    starting a new worker on it before each index in `restarts`; the stored transitions as
+    `at id rule subject change`, without the early warnings unless `warnings`."""
     topics = Topics("estate", site.id)
     start = events[0].received_at
     assert start is not None
+    now = [start]
 
-    def fresh(store: SqliteStore) -> Pipeline:
-        return Pipeline(site, topics, store, start, live=False, grace=grace)
+    def fresh() -> tuple[SqliteStore, Worker, MemoryLink]:
+        store = SqliteStore(path)
+        link = MemoryLink()
+        return store, Worker(site, store, link, topics, lambda: now[0], start, grace), link
 
-    store = SqliteStore(path)
-    pipeline = fresh(store)
-    out: list[Transition] = []
+    store, worker, link = fresh()
     for i, rec in enumerate(events):
         if i in restarts:
-            store.set_meta("fired_through", pipeline.mark())
-            store.commit()
             store.close()
-            store = SqliteStore(path)
-            pipeline = fresh(store)
-            pipeline.restore(store.meta("fired_through"))
+            store, worker, link = fresh()
         assert rec.received_at is not None
-        out += pipeline.handle(Message(rec.topic, rec.payload, rec.received_at, 1)).transitions
-        out += pipeline.tick(rec.received_at - grace).transitions
-    out += pipeline.tick(pipeline.engine.now).transitions
-    store.close()
-    return [
-        f"{t.at.isoformat()} {t.alert.id} {t.alert.rule} {t.alert.subject} {t.change}"
-        for t in out
-        if t.is_state_change
+        now[0] = max(now[0], rec.received_at)
+        if rec.command is not None:
+            item = Submitted(rec.command)
+            worker.step([], [item])
+            assert item.wait(0) is not None
+        else:
+            msg = Message(rec.topic, rec.payload, rec.received_at, 1, False, i + 1)
+            worker.step([msg])
+            assert link.acked[-1].mid == i + 1  # stored and acknowledged
+    now[0] += grace
+    worker.step([])  # the last deadlines, up to the last message
+    rows = [
+        f"{t['at'].isoformat()} {t['alert_id']} {t['record']['rule']} "
+        f"{t['record']['subject']} {t['change']}"
+        for t in store.transitions()
+        if t["change"] != "update" and (warnings or t["record"]["rule"] not in EARLY_WARNINGS)
     ]
+    store.close()
+    return rows
 
 
 @pytest.mark.parametrize(("folder", "name"), own_cases(), ids=lambda c: getattr(c, "name", c))
@@ -62,17 +80,18 @@ def run(
 def test_restarts_change_nothing(
     tmp_path: pathlib.Path, folder: pathlib.Path, name: str, every: int, grace: int
 ) -> None:
-    """Restarting every N messages gives the same transitions, ids included, each exactly once,
-    also with a live grace (messages received within the grace before the mark count); on
-    the project's own scenarios (the public one: tests/integration)."""
+    """Restarting the worker every N messages gives the same stored transitions, ids included,
+    each exactly once, also with a live grace (messages received within the grace before the
+    mark count); on the project's own scenarios (the public one: tests/integration)."""
     site = load(folder)
     recorded = events(folder, name, site)
     delay = dt.timedelta(seconds=grace)
-    baseline = run(site, recorded, tmp_path / "a.sqlite", set(), delay)
-    assert len(baseline) == len(expected(folder, name))
+    baseline = run(site, recorded, tmp_path / "a.sqlite", set(), delay, warnings=True)
+    rules = [line.split()[2] for line in baseline]
+    assert len([r for r in rules if r not in EARLY_WARNINGS]) == len(expected(folder, name))
     cuts = set(range(every, len(recorded), every))
     assert cuts
-    assert run(site, recorded, tmp_path / "b.sqlite", cuts, delay) == baseline
+    assert run(site, recorded, tmp_path / "b.sqlite", cuts, delay, warnings=True) == baseline
 
 
 def test_restart_at_noon_knows_the_morning(tmp_path: pathlib.Path) -> None:
