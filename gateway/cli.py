@@ -114,10 +114,14 @@ def replay(
     store: Annotated[
         pathlib.Path | None, typer.Option(help="also keep the record in this SQLite file")
     ] = None,
+    notifications: Annotated[
+        bool, typer.Option("--notifications", help="also print the notifications decided (§9)")
+    ] = False,
 ) -> None:
     """回放 · Replay recorded traffic; print every alert transition as JSON lines."""
-    from gateway.replay import ReplayError, ReplayNote, read_events, write_transition
-    from gateway.replay import replay as run_replay
+    from gateway.alerts.book import Transition
+    from gateway.replay import ReplayError, ReplayNote, read_events, write_notice, write_transition
+    from gateway.replay import replay_decisions as run_replay
     from gateway.store.sqlite import SqliteStore
 
     site = _load(config)
@@ -134,8 +138,12 @@ def replay(
     try:
         with handle:
             lines = read_events(handle, site.tz)
-            for transition in run_replay(site, lines, root, end, db, stats, notes):
-                write_transition(sys.stdout, transition, site.tz)
+            for item in run_replay(site, lines, root, end, db, stats, notes):
+                if not isinstance(item, Transition):
+                    if notifications:
+                        write_notice(sys.stdout, item, site.tz)
+                    continue
+                write_transition(sys.stdout, item, site.tz)
                 stats["transitions"] += 1
                 for note in notes[shown:]:
                     typer.echo(f"{events}:{note.line}: {note.text}", err=True)

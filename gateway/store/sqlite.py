@@ -128,6 +128,12 @@ class SqliteStore:
         }
         self._rejected_floor = 0
 
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, for a package that keeps tables of its own (gateway/notify/outbox.py);
+        the same single-writer rules apply."""
+        return self._db
+
     def close(self) -> None:
         """Commit (if anything was written) and close."""
         if self._db.in_transaction:
