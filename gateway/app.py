@@ -25,11 +25,12 @@ from gateway.clock import ScaledClock, wall_clock
 from gateway.commands import Command
 from gateway.config.site import Site
 from gateway.events import Message
-from gateway.forward import MqttAlerts
+from gateway.forward import Forwarder, MqttAlerts
 from gateway.ingest.inbox import Inbox
 from gateway.ingest.mqtt import DEFAULT_MAX_PAYLOAD_BYTES, BrokerUrl, MqttLink
 from gateway.ingest.render import Renderer
 from gateway.ingest.topics import Topics
+from gateway.notify.deliver import Notifier
 from gateway.pipeline import CommandOutcome, Pipeline
 from gateway.signals import StopSignal
 from gateway.store.sqlite import SqliteStore, store_file
@@ -100,7 +101,9 @@ class Gateway:
         self.alerts_out = MqttAlerts(
             self.store_path, self.link, render, connected=self.link.connected.is_set
         )
-        self.forwarders = [self.alerts_out]
+        # Notifications (§9): decided by the worker with the transitions, sent after commit.
+        self.notifier = Notifier(self.store_path, site)
+        self.forwarders: list[Forwarder] = [self.alerts_out, self.notifier]
         self.worker = Worker(
             site,
             self.store,
@@ -277,6 +280,7 @@ class Gateway:
         changes = site_changes(self.site, site)
         self.site = site
         self.worker.replace_site(site)
+        self.notifier.replace_site(site)
         self.store.set_meta("site_yaml", text)
         self.store.commit()
         self._reload_result(True, f"已重新加载 / reloaded: {changes or 'no change'}")

@@ -72,10 +72,19 @@ class Notifier(Forwarder):
         self.send = send
         self.backoff_first = backoff_first
         self.backoff_max = backoff_max
-        self.rate = site.config.notify.rate_per_minute
         self._sent: dict[str, deque[float]] = {}  # per URL: send times in the last minute
         self._writer: Writer | None = None
         self.failing: dict[str, str] = {}  # masked URL → the last failure, while failing
+
+    @property
+    def rate(self) -> int:
+        """Messages per URL in any 60 seconds."""
+        return self.site.config.notify.rate_per_minute
+
+    def replace_site(self, site: Site) -> None:
+        """A reloaded site file (names, locale, rate, public URL) for the next messages."""
+        self.site = site
+        self._writer = None
 
     def fetch(self, store: SqliteStore, after: int, limit: int) -> list[tuple[int, Any]]:
         """Pending notifications due now (the cursor is not used: rows wait, retry, merge)."""

@@ -46,12 +46,17 @@ def run(
             pipeline = fresh(store)
             pipeline.restore(store.meta("fired_through"))
         assert rec.received_at is not None
-        out += pipeline.handle(Message(rec.topic, rec.payload, rec.received_at, 1)).transitions
+        if rec.command is not None:  # a command line (§7): acks and shelves, say
+            outcome = pipeline.command(rec.command, rec.received_at)
+            out += [*outcome.before, *outcome.transitions]
+        else:
+            out += pipeline.handle(Message(rec.topic, rec.payload, rec.received_at, 1)).transitions
         out += pipeline.tick(rec.received_at - grace).transitions
     out += pipeline.tick(pipeline.engine.now).transitions
     store.close()
     return [
-        f"{t.at.isoformat()} {t.alert.id} {t.alert.rule} {t.alert.subject} {t.change}"
+        f"{t.at.astimezone(dt.UTC).isoformat()} {t.alert.id} {t.alert.rule} {t.alert.subject} "
+        f"{t.change}"
         for t in out
         if t.is_state_change
     ]
@@ -70,7 +75,8 @@ def test_restarts_change_nothing(
     delay = dt.timedelta(seconds=grace)
     baseline = run(site, recorded, tmp_path / "a.sqlite", set(), delay)
     assert len(baseline) == len(expected(folder, name))
-    cuts = set(range(every, len(recorded), every))
+    # A short scenario (tests/scenarios/notify) is cut before its last line at the latest.
+    cuts = set(range(min(every, len(recorded) - 1), len(recorded), every))
     assert cuts
     assert run(site, recorded, tmp_path / "b.sqlite", cuts, delay) == baseline
 
