@@ -75,6 +75,7 @@ class Notifier(Forwarder):
         self._sent: dict[str, deque[float]] = {}  # per URL: send times in the last minute
         self._writer: Writer | None = None
         self.failing: dict[str, str] = {}  # masked URL → the last failure, while failing
+        self._held: set[int] = set()  # notifications that waited for the rate
 
     @property
     def rate(self) -> int:
@@ -109,13 +110,17 @@ class Notifier(Forwarder):
         free = self.rate - len(sent)
         if free <= 0:
             outbox.hold(store, items, sent[0] + WINDOW)
+            self._held.update(p.id for p in items)
             self.counters["held"] += len(items)
             return
         items = sorted(items, key=lambda p: (not p.critical, p.id))
-        if len(items) <= free:
+        if any(p.id in self._held for p in items):
+            messages = [items]  # they waited for the rate: one digest, criticals first
+        elif len(items) <= free:
             messages = [[p] for p in items]
         else:
             messages = [[p] for p in items[: free - 1]] + [items[free - 1 :]]
+        self._held.difference_update(p.id for p in items)
         for index, message in enumerate(messages):
             sent.append(now)
             result = self._send(url, message, now)
