@@ -49,6 +49,7 @@ IDLE_WAIT_SECONDS = 0.25
 STORE_RETRY_FIRST = 1.0
 STORE_RETRY_MAX = 60.0
 HEARTBEAT_SECONDS = 5.0
+NOTIFY_BACKOFF_SECONDS = 30.0  # the first retry of a refused notification; doubles to an hour
 SUMMARY_SECONDS = 60.0
 # Wakes the worker for a submitted command; never stored, never acknowledged.
 _WAKE = Message("", b"", dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
@@ -68,6 +69,7 @@ class Gateway:
         grace: dt.timedelta = DEADLINE_GRACE,
         site_file: pathlib.Path | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        notify_backoff: float = NOTIFY_BACKOFF_SECONDS,
     ) -> None:
         self.site = site
         self.topics = Topics(root, site.id)
@@ -102,7 +104,7 @@ class Gateway:
             self.store_path, self.link, render, connected=self.link.connected.is_set
         )
         # Notifications (§9): decided by the worker with the transitions, sent after commit.
-        self.notifier = Notifier(self.store_path, site)
+        self.notifier = Notifier(self.store_path, site, backoff_first=notify_backoff)
         self.forwarders: list[Forwarder] = [self.alerts_out, self.notifier]
         self.worker = Worker(
             site,
@@ -357,6 +359,7 @@ def run_gateway(
     clock: Clock = wall_clock,
     site_file: pathlib.Path | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    notify_backoff: float = NOTIFY_BACKOFF_SECONDS,
 ) -> int:
     """Run until SIGINT/SIGTERM; return the exit code (70 if the worker died)."""
     logging.basicConfig(
@@ -378,6 +381,7 @@ def run_gateway(
         grace=grace,
         site_file=site_file,
         max_payload_bytes=max_payload_bytes,
+        notify_backoff=notify_backoff,
     )
     reload = _ReloadFlag()
     if hasattr(signal, "SIGHUP"):

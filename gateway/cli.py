@@ -204,6 +204,7 @@ def run(
     clock_start: Annotated[str | None, typer.Option(hidden=True)] = None,
     clock_speed: Annotated[float, typer.Option(hidden=True)] = 1.0,
     clock_anchor: Annotated[float | None, typer.Option(hidden=True)] = None,
+    notify_backoff: Annotated[float, typer.Option(hidden=True)] = 30.0,
 ) -> None:
     """运行网关 · Run the gateway against a broker.
 
@@ -240,7 +241,14 @@ def run(
         clock = ScaledClock(start, clock_speed, anchor)
     raise typer.Exit(
         run_gateway(
-            site, url, data, root, clock, site_file=config, max_payload_bytes=max_payload_bytes
+            site,
+            url,
+            data,
+            root,
+            clock,
+            site_file=config,
+            max_payload_bytes=max_payload_bytes,
+            notify_backoff=notify_backoff,  # a testing aid: the first retry of a notification
         )
     )
 

@@ -90,7 +90,7 @@ def send(url: str, title: str, body: str, timeout: float = 10.0) -> SendResult:
     plugin.socket_read_timeout = timeout
     fmt = apprise.NotifyFormat.MARKDOWN if markdown(url) else apprise.NotifyFormat.TEXT
     capture: Any = apprise.LogCapture
-    with capture(level=logging.WARNING) as captured:
+    with capture(level=logging.WARNING, fmt="%(message)s") as captured:
         try:
             ok = bool(plugin.notify(body=body, title=title, body_format=fmt))
         except Exception as exc:  # a plugin bug must not stop the other channels
