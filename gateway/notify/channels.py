@@ -28,8 +28,9 @@ def _quiet() -> Iterator[None]:
 
 # Query parameters apprise adds to every URL it prints; they say nothing to a person.
 _NOISE = frozenset({"overflow", "retry", "wait", "optional", "format", "method", "cto", "rto"})
-# Channels that render Markdown (contract §9: Markdown where the channel renders it).
-MARKDOWN_SCHEMES = frozenset({"dingtalk", "wecombot"})
+# Channels that render Markdown (contract §9: Markdown where the channel renders it). apprise
+# sends a WeCom robot plain text (msgtype "text"), where Markdown would show as asterisks.
+MARKDOWN_SCHEMES = frozenset({"dingtalk"})
 
 
 class BadUrl(ValueError):
@@ -68,7 +69,7 @@ def scheme(url: str) -> str:
 
 
 def markdown(url: str) -> bool:
-    """Whether the channel renders Markdown (DingTalk and WeCom robots)."""
+    """Whether the channel renders Markdown through apprise (DingTalk robots)."""
     return scheme(url) in MARKDOWN_SCHEMES
 
 
