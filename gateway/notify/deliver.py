@@ -3,7 +3,8 @@
 Per URL, at most `rate_per_minute` messages in any 60 seconds (a sliding window: a token
 bucket of the same size would let twice that through in one minute, and a DingTalk robot that
 takes 20 a minute blocks the 21st). Over it, messages wait and go out merged into one digest
-when the URL may take one again; criticals go first and lead every digest. A message that the
+when the URL may take one again; criticals go first and lead every digest, and warnings alone
+never use the last message of a minute, so a critical is never held behind them. A message that the
 channel refuses is retried with a growing backoff for 24 h; every attempt is recorded with the
 URL masked. A failing URL holds back only its own messages.
 """
@@ -108,6 +109,9 @@ class Notifier(Forwarder):
         while sent and sent[0] <= now - WINDOW:
             sent.popleft()
         free = self.rate - len(sent)
+        # Warnings alone never take the last message of the minute: it is kept for a critical.
+        if not any(p.critical for p in items):
+            free -= min(1, self.rate - 1)
         if free <= 0:
             outbox.hold(store, items, sent[0] + WINDOW)
             self._held.update(p.id for p in items)

@@ -124,6 +124,24 @@ def test_a_burst_to_one_robot_is_a_digest_within_the_rate_criticals_first(
     assert pending.fetchone()[0] == 0
 
 
+def test_warnings_never_take_the_last_message_of_a_minute_from_a_critical(
+    tmp_path: pathlib.Path,
+) -> None:
+    """25 warnings fill a robot's minute but for one message; a critical that comes 10 s later
+    goes out at once, alone, instead of waiting behind them."""
+    notifier, receiver = setup(tmp_path, [notice(i, "warning") for i in range(25)])
+    pump(notifier)
+    assert len(receiver.sent) == 19
+    receiver.now += 10
+    add(notifier, [notice(90, "warning")])
+    pump(notifier)
+    assert len(receiver.sent) == 19  # the warning waits
+    add(notifier, [notice(91, "critical")])
+    pump(notifier)
+    assert len(receiver.sent) == 20
+    assert "alert=a091&" in receiver.sent[19][3] and "alert=a090&" not in receiver.sent[19][3]
+
+
 def test_a_failing_channel_is_retried_with_backoff_and_blocks_no_other(
     tmp_path: pathlib.Path,
 ) -> None:
