@@ -314,6 +314,8 @@ class Gateway:
             "at": now,
             "connected": self.link.connected.is_set(),
             "reload": self._reload_outcome,
+            # Notify URLs (masked) whose last attempt failed, with the reason (§9).
+            "notify_failing": dict(self.notifier.failing),
         }
         self.store.set_meta("heartbeat", json.dumps(beat))
         self.store.commit()
