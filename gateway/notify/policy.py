@@ -185,9 +185,8 @@ class Escalation:
             managers = [p.id for p in self.site.config.people if Role.general_manager in p.roles]
             self._notify(track, alert, 0, 0, "raised", at, managers)
         track.due = self._next_due(track, at)
-        if track.due is not None and track.due <= at:
-            stages = self.stages(track)
-            self._send(track, alert, track.stage + 1 if stages else 0, 0, at)
+        if track.due is not None and track.due <= at:  # a stage at after_minutes 0: at once
+            self._send(track, alert, track.stage + 1, 0, at)
             track.due = self._next_due(track, at)
         if track.due is None and not track.told:
             del self.tracks[alert.id]  # nothing to escalate, nobody to tell of the close

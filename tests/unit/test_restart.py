@@ -15,7 +15,7 @@ from gateway.ingest.topics import Topics
 from gateway.pipeline import Pipeline
 from gateway.replay import Recorded
 from gateway.store.sqlite import SqliteStore
-from tests.support.scenarios import OWN, events, expected, load, own_cases
+from tests.support.scenarios import OWN, RULE_CHANGES, events, expected, load, own_cases
 
 
 def run(
@@ -74,7 +74,9 @@ def test_restarts_change_nothing(
     recorded = events(folder, name, site)
     delay = dt.timedelta(seconds=grace)
     baseline = run(site, recorded, tmp_path / "a.sqlite", set(), delay)
-    assert len(baseline) == len(expected(folder, name))
+    assert len([b for b in baseline if b.split()[-1] in RULE_CHANGES]) == len(
+        expected(folder, name)
+    )
     # A short scenario (tests/scenarios/notify) is cut before its last line at the latest.
     cuts = set(range(min(every, len(recorded) - 1), len(recorded), every))
     assert cuts
