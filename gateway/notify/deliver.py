@@ -77,6 +77,7 @@ class Notifier(Forwarder):
         self._writer: Writer | None = None
         self.failing: dict[str, str] = {}  # masked URL → the last failure, while failing
         self._held: set[int] = set()  # notifications that waited for the rate
+        self._seeded = False  # the rate windows include the messages sent before a restart
 
     @property
     def rate(self) -> int:
@@ -97,6 +98,11 @@ class Notifier(Forwarder):
         assert self.store is not None
         if self._writer is None:
             self._writer = Writer(self.site, link_key(self.store))
+        if not self._seeded:
+            # A restart must not reset the rate: count the last minute's messages again.
+            self._seeded = True
+            for at, url in outbox.recent_sends(self.store, self.clock() - WINDOW):
+                self._sent.setdefault(url, deque()).append(at)
         by_url: dict[str, list[Pending]] = {}
         for p in rows:
             by_url.setdefault(p.url, []).append(p)

@@ -136,6 +136,18 @@ def hold(store: SqliteStore, items: list[Pending], until: float) -> None:
     store.commit()
 
 
+def recent_sends(store: SqliteStore, since: float) -> list[tuple[float, str]]:
+    """(time, URL) of every message attempted since `since`, oldest first: a restarted notifier
+    counts them against each URL's rate."""
+    rows = store.db.execute(
+        "SELECT a.at, n.url FROM notification_attempts a"
+        " JOIN notifications n ON n.id = json_extract(a.notifications, '$[0]')"
+        " WHERE a.at > ? ORDER BY a.id",
+        (since,),
+    ).fetchall()
+    return [(float(at), str(url)) for at, url in rows]
+
+
 def attempts(store: SqliteStore, limit: int = 1000) -> list[dict[str, Any]]:
     """The latest delivery attempts, newest first (for health and the web page)."""
     rows = store.db.execute(

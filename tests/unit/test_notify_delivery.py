@@ -142,6 +142,24 @@ def test_warnings_never_take_the_last_message_of_a_minute_from_a_critical(
     assert "alert=a091&" in receiver.sent[19][3] and "alert=a090&" not in receiver.sent[19][3]
 
 
+def test_a_restarted_notifier_keeps_counting_the_minute(tmp_path: pathlib.Path) -> None:
+    """A notifier restarted 20 s after 20 messages to a robot sends nothing more to it until
+    the minute has passed: a restart does not reset the rate."""
+    notifier, receiver = setup(tmp_path, [notice(i, "critical") for i in range(20)])
+    pump(notifier)
+    assert len(receiver.sent) == 20
+    assert notifier.store is not None
+    again = Notifier(notifier.store_path, site(), receiver.clock, receiver.send)
+    again.store = notifier.store
+    receiver.now += 20
+    add(again, [notice(50, "critical")])
+    pump(again)
+    assert len(receiver.sent) == 20
+    receiver.now += 41
+    pump(again)
+    assert len(receiver.sent) == 21
+
+
 def test_a_failing_channel_is_retried_with_backoff_and_blocks_no_other(
     tmp_path: pathlib.Path,
 ) -> None:
