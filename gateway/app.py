@@ -34,6 +34,7 @@ from gateway.ingest.inbox import Inbox
 from gateway.ingest.mqtt import DEFAULT_MAX_PAYLOAD_BYTES, BrokerUrl, MqttLink
 from gateway.ingest.render import Renderer
 from gateway.ingest.topics import Topics
+from gateway.notify.deliver import Notifier
 from gateway.pipeline import CommandOutcome, Pipeline
 from gateway.signals import StopSignal
 from gateway.store.sqlite import SqliteStore, store_file
@@ -52,6 +53,7 @@ IDLE_WAIT_SECONDS = 0.25
 STORE_RETRY_FIRST = 1.0
 STORE_RETRY_MAX = 60.0
 HEARTBEAT_SECONDS = 5.0
+NOTIFY_BACKOFF_SECONDS = 30.0  # the first retry of a refused notification; doubles to an hour
 SUMMARY_SECONDS = 60.0
 # Wakes the worker for a submitted command; never stored, never acknowledged.
 _WAKE = Message("", b"", dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
@@ -73,6 +75,7 @@ class Gateway:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         influx: InfluxSettings | None = None,
         keep_readings_days: float = 90.0,
+        notify_backoff: float = NOTIFY_BACKOFF_SECONDS,
     ) -> None:
         self.site = site
         self.topics = Topics(root, site.id)
@@ -106,7 +109,9 @@ class Gateway:
         self.alerts_out = MqttAlerts(
             self.store_path, self.link, render, connected=self.link.connected.is_set
         )
-        self.forwarders: list[Forwarder] = [self.alerts_out]
+        # Notifications (§9): decided by the worker with the transitions, sent after commit.
+        self.notifier = Notifier(self.store_path, site, backoff_first=notify_backoff)
+        self.forwarders: list[Forwarder] = [self.alerts_out, self.notifier]
         self._counters: dict[str, int] = {}
         self.influx: InfluxOut | None = None
         worker_link: Link = self.link
@@ -306,6 +311,7 @@ class Gateway:
         changes = site_changes(self.site, site)
         self.site = site
         self.worker.replace_site(site)
+        self.notifier.replace_site(site)
         self.store.set_meta("site_yaml", text)
         self.store.commit()
         self._reload_result(True, f"已重新加载 / reloaded: {changes or 'no change'}")
@@ -337,6 +343,8 @@ class Gateway:
             "at": now,
             "connected": self.link.connected.is_set(),
             "reload": self._reload_outcome,
+            # Notify URLs (masked) whose last attempt failed, with the reason (§9).
+            "notify_failing": dict(self.notifier.failing),
         }
         try:
             self.store.set_meta("heartbeat", json.dumps(beat))
@@ -390,6 +398,7 @@ def run_gateway(
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     influx: InfluxSettings | None = None,
     keep_readings_days: float = 90.0,
+    notify_backoff: float = NOTIFY_BACKOFF_SECONDS,
 ) -> int:
     """Run until SIGINT/SIGTERM; return the exit code (70 if the worker died)."""
     logging.basicConfig(
@@ -413,6 +422,7 @@ def run_gateway(
         max_payload_bytes=max_payload_bytes,
         influx=influx,
         keep_readings_days=keep_readings_days,
+        notify_backoff=notify_backoff,
     )
     reload = _ReloadFlag()
     if hasattr(signal, "SIGHUP"):

@@ -119,10 +119,14 @@ def replay(
     store: Annotated[
         pathlib.Path | None, typer.Option(help="also keep the record in this SQLite file")
     ] = None,
+    notifications: Annotated[
+        bool, typer.Option("--notifications", help="also print the notifications decided (§9)")
+    ] = False,
 ) -> None:
     """回放 · Replay recorded traffic; print every alert transition as JSON lines."""
-    from gateway.replay import ReplayError, ReplayNote, read_events, write_transition
-    from gateway.replay import replay as run_replay
+    from gateway.alerts.book import Transition
+    from gateway.replay import ReplayError, ReplayNote, read_events, write_notice, write_transition
+    from gateway.replay import replay_decisions as run_replay
     from gateway.store.sqlite import SqliteStore
 
     site = _load(config)
@@ -139,8 +143,12 @@ def replay(
     try:
         with handle:
             lines = read_events(handle, site.tz)
-            for transition in run_replay(site, lines, root, end, db, stats, notes):
-                write_transition(sys.stdout, transition, site.tz)
+            for item in run_replay(site, lines, root, end, db, stats, notes):
+                if not isinstance(item, Transition):
+                    if notifications:
+                        write_notice(sys.stdout, item, site.tz)
+                    continue
+                write_transition(sys.stdout, item, site.tz)
                 stats["transitions"] += 1
                 for note in notes[shown:]:
                     typer.echo(f"{events}:{note.line}: {note.text}", err=True)
@@ -234,6 +242,7 @@ def run(
     clock_start: Annotated[str | None, typer.Option(hidden=True)] = None,
     clock_speed: Annotated[float, typer.Option(hidden=True)] = 1.0,
     clock_anchor: Annotated[float | None, typer.Option(hidden=True)] = None,
+    notify_backoff: Annotated[float, typer.Option(hidden=True)] = 30.0,
 ) -> None:
     """运行网关 · Run the gateway against a broker.
 
@@ -279,6 +288,7 @@ def run(
             max_payload_bytes=max_payload_bytes,
             influx=_influx(influx),
             keep_readings_days=keep_readings_days,
+            notify_backoff=notify_backoff,  # a testing aid: the first retry of a notification
         )
     )
 

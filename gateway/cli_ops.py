@@ -273,8 +273,12 @@ def health_command(data: DataOpt = pathlib.Path("./data")) -> None:
     store = SqliteStore(path, readonly=True)
     try:
         running, why = gateway_running(store)
+        beat = json.loads(store.meta("heartbeat") or "{}")
     finally:
         store.close()
     if not running:
         raise fail(why)
     typer.echo(why)
+    for url, reason in sorted(dict(beat.get("notify_failing") or {}).items()):
+        # The gateway runs; one notification channel does not take messages (they are retried).
+        typer.echo(f"通知渠道发送失败 / notify channel failing: {url}: {reason}")

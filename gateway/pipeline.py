@@ -36,12 +36,14 @@ from gateway.events import (
 )
 from gateway.ingest.decode import MAX_PAYLOAD_BYTES, MAX_REASON_CHARS, Decoder, reason_text
 from gateway.ingest.topics import Topics
+from gateway.notify import outbox
+from gateway.notify.policy import Escalation, Notice, ObservedBook
 from gateway.roster import Swap
 from gateway.rules.duty import DutyRules
 from gateway.rules.engine import Engine
 from gateway.rules.flags import Flagger
 from gateway.rules.registry import build_rules, closes_on_acknowledge
-from gateway.rules.status import patrol_status
+from gateway.rules.status import on_duty, patrol_status
 from gateway.store.sqlite import SqliteStore, StoredCommand
 from gateway.timeutil import iso
 
@@ -141,14 +143,22 @@ class Pipeline:
         self.live = live
         self.start = start
         self.decoder = Decoder(site, topics, max_payload_bytes=max_payload_bytes)
-        self.book = AlertBook(site.id, store.open_alerts())
+        # Notifications (§9): the escalation policy sees every transition of the book at its
+        # instant and runs as the engine's last rule; `decided` are its notices since taken.
+        self.escalation = Escalation(site, self._on_duty, self._duty_manager)
+        self.decided: list[Notice] = []
+        self.book: AlertBook = ObservedBook(site.id, store.open_alerts(), self.escalation.observe)
         self.flagger = Flagger(site)
         self.engine = self._engine(start, [])
         self.counters: Counter[str] = Counter()
         self._last_status: dict[str, Any] | None = None
 
     def _engine(self, start: dt.datetime, swaps: list[Swap]) -> Engine:
-        rules = [*build_rules(self.site, start, self.live, swaps), ShelfExpiry(self.book)]
+        rules = [
+            *build_rules(self.site, start, self.live, swaps),
+            ShelfExpiry(self.book),
+            self.escalation,
+        ]
         return Engine(self.site, rules, self.book, start)
 
     def mark(self) -> str:
@@ -195,6 +205,8 @@ class Pipeline:
             if isinstance(rule, ShelfExpiry):
                 rule.book = book
         self.engine = scratch
+        # What the escalation had decided at the last commit (restarts neither repeat nor skip).
+        self.escalation.load(self.store.meta(outbox.STATE_KEY), {a.id for a in book.all_open()})
         return len(events)
 
     # -- messages ----------------------------------------------------------------------------
@@ -463,6 +475,28 @@ class Pipeline:
         for t in transitions:
             self.store.add_transition(t, self.site.tz)
             self.counters[f"alert_{t.change}"] += 1
+        # Notifications go into the same transaction as the transitions that decide them.
+        notices = self.escalation.take()
+        for notice in notices:
+            outbox.add(self.store, notice, self.site.tz)
+        self.decided += notices
+        self.counters["notifications"] += len(notices)
+        if self.escalation.changed:
+            self.store.set_meta(outbox.STATE_KEY, self.escalation.snapshot())
+
+    def _on_duty(self, now: dt.datetime) -> list[str]:
+        duty = self.engine.find(DutyRules)
+        return [] if duty is None else on_duty(duty, now)
+
+    def _duty_manager(self, now: dt.datetime) -> list[str]:
+        duty = self.engine.find(DutyRules)
+        manager = None if duty is None else duty.roster.manager(duty.cal.day_of(now), now)
+        return [] if manager is None else [manager]
+
+    def take_notices(self) -> list[Notice]:
+        """The notifications decided since the last call (replay prints them, run logs them)."""
+        out, self.decided = self.decided, []
+        return out
 
     def _answer(self, scan: Scan) -> Answer:
         locale = self.site.config.site.locale

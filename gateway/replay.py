@@ -15,6 +15,8 @@ from gateway.commands import parse as parse_command
 from gateway.config.site import Site
 from gateway.events import Message
 from gateway.ingest.topics import Topics
+from gateway.notify.channels import mask
+from gateway.notify.policy import Notice
 from gateway.pipeline import Pipeline
 from gateway.store.sqlite import SqliteStore
 from gateway.timeutil import BadTime, iso, parse_instant
@@ -129,6 +131,30 @@ def replay(
     `stats`, if given, receives the pipeline's counters (messages, refusals by reason, …);
     `notes` the skipped lines and refused commands, with their line numbers.
     """
+    for item in replay_decisions(site, events, root, until, store, stats, notes):
+        if isinstance(item, Transition):
+            yield item
+
+
+def _in_order(
+    transitions: Iterable[Transition], notices: list[Notice]
+) -> list[Transition | Notice]:
+    """Transitions and the notifications they (or the deadlines among them) decided, in time
+    order; at one instant a transition comes before the notifications it causes."""
+    items: list[Transition | Notice] = [*transitions, *notices]
+    return sorted(items, key=lambda i: (i.at, isinstance(i, Notice)))
+
+
+def replay_decisions(
+    site: Site,
+    events: Iterable[Recorded | Skipped],
+    root: str = "estate",
+    until: dt.datetime | None = None,
+    store: SqliteStore | None = None,
+    stats: Counter[str] | None = None,
+    notes: list[ReplayNote] | None = None,
+) -> Iterator[Transition | Notice]:
+    """`replay`, with the notifications decided (§9) among the transitions, in time order."""
     own_store = store is None
     db = store or SqliteStore(":memory:")
     pipeline: Pipeline | None = None
@@ -157,13 +183,13 @@ def replay(
             for early in [*waiting, rec]:
                 if early.command is not None:
                     outcome = pipeline.command(early.command, clock)
-                    yield from outcome.before
-                    yield from outcome.transitions
+                    done = [*outcome.before, *outcome.transitions]
+                    yield from _in_order(done, pipeline.take_notices())
                     if not outcome.ok:
                         said.append(ReplayNote(early.line, outcome.message))
                     continue
                 msg = Message(early.topic, early.payload, clock, qos=1)
-                yield from pipeline.handle(msg).transitions
+                yield from _in_order(pipeline.handle(msg).transitions, pipeline.take_notices())
             waiting.clear()
             if n % COMMIT_EVERY == 0:
                 db.commit()
@@ -175,7 +201,7 @@ def replay(
         if pipeline is not None:
             end = until if until is not None else clock
             if end is not None:
-                yield from pipeline.tick(end).transitions
+                yield from _in_order(pipeline.tick(end).transitions, pipeline.take_notices())
             counts.update(pipeline.counters)
         db.commit()
     finally:
@@ -193,3 +219,20 @@ def write_transition(out: TextIO, transition: Transition, tz: dt.tzinfo) -> None
     if transition.comment:
         record["comment"] = transition.comment
     out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def write_notice(out: TextIO, notice: Notice, tz: dt.tzinfo) -> None:
+    """One JSON line per person and URL of a notification decided (§9, `--notifications`)."""
+    alert = notice.alert
+    for person in notice.people:
+        record = {
+            "notify": person,
+            "url": mask(notice.url),
+            "alert": alert.id,
+            "rule": alert.rule,
+            "subject": alert.subject,
+            "stage": notice.stage,
+            "kind": notice.kind,
+            "at": iso(notice.at, tz),
+        }
+        out.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -27,6 +27,7 @@ from gateway.events import Message, Rejection
 from gateway.ingest.decode import MAX_PAYLOAD_BYTES
 from gateway.ingest.render import Publication, Renderer
 from gateway.ingest.topics import Topics
+from gateway.notify import console as notify_console
 from gateway.pipeline import CommandOutcome, Outcome, Pipeline
 from gateway.store.sqlite import SqliteStore
 
@@ -268,6 +269,8 @@ class Worker:
                 item.resolve(result)
         for t in transitions:
             console.transition(t, self.site.tz)
+        for notice in self.pipeline.take_notices():  # decided and stored; the notifier sends
+            notify_console.notice(notice, self.site.tz)
         status = self.pipeline.status()
         if status is not None:
             self._publish(self.render.status(status))

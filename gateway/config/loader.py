@@ -500,14 +500,22 @@ def cross_check(data: dict[str, Any]) -> Iterator[CrossProblem]:
     notify_raw = data.get("notify")
     role_ids = {r.value for r in Role}
     if isinstance(notify_raw, dict):
-        for i, step in _items(notify_raw, "escalation"):
+        stages: list[tuple[Loc, dict[str, Any]]] = [
+            (("notify", "escalation", i), step) for i, step in _items(notify_raw, "escalation")
+        ]
+        for r, route in _items(notify_raw, "routes"):
+            stages += [
+                (("notify", "routes", r, "escalation", i), step)
+                for i, step in _items(route, "escalation")
+            ]
+        targets_known = {"on_duty", "post_roles"} | role_ids | set(people)
+        for loc, step in stages:
             targets = step.get("to")
             for j, target in enumerate(targets if isinstance(targets, list) else []):
-                targets_known = {"on_duty"} | role_ids | set(people)
                 if isinstance(target, str) and target not in targets_known:
                     en, zh = _suggest(_nearest(target, targets_known))
                     yield CrossProblem(
-                        ("notify", "escalation", i, "to", j),
-                        f"{target!r} is neither on_duty, a role id nor a person id{en}",
-                        f"{target!r} 不是 on_duty、角色 id 或人员 id{zh}",
+                        (*loc, "to", j),
+                        f"{target!r} is neither on_duty, post_roles, a role id nor a person id{en}",
+                        f"{target!r} 不是 on_duty、post_roles、角色 id 或人员 id{zh}",
                     )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
+import urllib.parse
 from enum import StrEnum
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -166,12 +168,30 @@ def normalize_uid(value: str) -> str | None:
 Credential = Annotated[str, AfterValidator(_credential)]
 
 
+def _notify_url(url: str) -> str:
+    from gateway.notify.channels import BadUrl, check, mask
+
+    try:
+        check(url)
+    except BadUrl as exc:
+        raise Invalid(
+            f"{exc} (see docs/notifications.md)",
+            f"没有通知渠道能识别 {mask(url)}（参见 docs/notifications.md）",
+        ) from None
+    return url
+
+
+NotifyUrl = Annotated[str, AfterValidator(_notify_url)]
+
+
 class Person(_Strict):
     id: Id
     name: str = Field(description="shown in scan answers and alerts")
     roles: list[Role] = Field(default_factory=list, description="see the domain page")
     credentials: list[Credential] = Field(default_factory=list, description='"nfc:UID" / "qr:…"')
-    notify: list[str] = Field(default_factory=list, description="apprise-style URLs")
+    notify: list[NotifyUrl] = Field(
+        default_factory=list, description="apprise URLs: dingtalk://, wecombot://, mailto://, …"
+    )
 
 
 class Rounds(_Strict):
@@ -272,12 +292,61 @@ class Roster(_Strict):
 
 
 class EscalationStep(_Strict):
-    after_minutes: float = Field(ge=0)
-    to: list[str] = Field(min_length=1, description="on_duty, a role id or a person id")
+    after_minutes: float = Field(ge=0, description="sent this long after the alert was raised")
+    to: list[str] = Field(
+        min_length=1, description="on_duty, post_roles, a role id or a person id (§9)"
+    )
+    repeat_minutes: float | None = Field(
+        None, gt=0, description="the last stage is sent again this often until acknowledged"
+    )
+
+
+def _escalation(steps: list[EscalationStep]) -> list[EscalationStep]:
+    for before, after in itertools.pairwise(steps):
+        if after.after_minutes <= before.after_minutes:
+            raise Invalid(
+                "escalation stages must come in increasing after_minutes",
+                "升级各级的 after_minutes 必须递增",
+            )
+    if any(step.repeat_minutes is not None for step in steps[:-1]):
+        raise Invalid(
+            "only the last escalation stage repeats: move repeat_minutes to it",
+            "只有最后一级可以重复：请把 repeat_minutes 写在最后一级",
+        )
+    return steps
+
+
+Escalation = Annotated[list[EscalationStep], AfterValidator(_escalation)]
+
+
+class Route(_Strict):
+    rules: list[str] = Field(
+        min_length=1, description='rule ids or patterns ("equipment.*"); first match wins'
+    )
+    escalation: Escalation = Field(min_length=1, description="the stages for these rules")
+
+
+def _public_url(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise Invalid(
+            f"{url!r} is not an http:// or https:// address",
+            f"{url!r} 不是 http:// 或 https:// 地址",
+        )
+    return url.rstrip("/")
 
 
 class Notify(_Strict):
-    escalation: list[EscalationStep] = Field(default_factory=list)
+    public_url: Annotated[str, AfterValidator(_public_url)] | None = Field(
+        None, description="the web page's address; links in messages point here"
+    )
+    rate_per_minute: int = Field(
+        20, ge=1, description="messages per minute per notify URL (a DingTalk robot takes 20)"
+    )
+    escalation: Escalation = Field(default_factory=list, description="the default for every rule")
+    routes: list[Route] = Field(
+        default_factory=list, description="per-rule escalations; first match wins"
+    )
 
 
 class WalkingLeg(_Strict):

@@ -39,6 +39,7 @@ from gateway.demo.display import (
     print_final,
     print_transitions,
 )
+from gateway.demo.receiver import DemoReceiver, to_receiver
 from gateway.influx.forward import InfluxSettings
 from gateway.ingest.mqtt import BrokerUrl
 from gateway.signals import StopSignal
@@ -186,6 +187,10 @@ def _run(
     )
     # The deadline grace is two real seconds, in simulated time (speed = minutes a second).
     grace = dt.timedelta(minutes=2 * speed)
+    # Notifications go to a local receiver that prints each one (docs/notifications.md).
+    receiver = DemoReceiver(lambda who, title, body: _notified(out, site, who, title))
+    site = to_receiver(site, receiver)
+    receiver.start()
     gw = Gateway(
         site,
         BrokerUrl.parse(broker.url),
@@ -242,6 +247,7 @@ def _run(
         out.print("正在停止… / stopping…")
         _drain(gw, publisher.published)
         gw.stop()
+        receiver.stop()
         broker.stop()  # run_demo stops it too, for the paths that never get here
         with contextlib.suppress(sqlite3.Error):
             print_transitions(out, site, view)  # what the last moments stored
@@ -251,6 +257,13 @@ def _run(
         return 1
     print_final(out, site, ended, gw, publisher, store, kept=not fresh)
     return 0
+
+
+def _notified(out: Console, site: Site, person: str, title: str) -> None:
+    """`✉ 通知/notified 张伟: 【告警·严重】…` for each notification the local receiver got."""
+    who = site.people.get(person)
+    name = who.name if who else person
+    out.print(f"[magenta]✉ 通知/notified[/] {escape(name)}: {escape(title)}")
 
 
 def _drain(gw: Gateway, sent: int, seconds: float = 3.0) -> None:

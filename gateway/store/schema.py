@@ -98,6 +98,37 @@ DROP TABLE outbox;
 CREATE TABLE cursors (name TEXT PRIMARY KEY, position INTEGER NOT NULL);
 """
 
+# Version 3 (issue 10): notifications (§9). A notification is written in the transaction of the
+# transition or deadline that decides it, one row per (alert, stage, repeat, kind, URL), and
+# sent after commit by the notify forwarder; every delivery attempt is kept with its result.
+# `url` holds the secret (it is what is sent to); `masked` is what people see.
+_V3 = """
+CREATE TABLE notifications (
+    id INTEGER PRIMARY KEY,
+    alert_id TEXT NOT NULL, rule TEXT NOT NULL, subject TEXT NOT NULL, severity TEXT NOT NULL,
+    stage INTEGER NOT NULL, repeat INTEGER NOT NULL, kind TEXT NOT NULL,
+    at REAL NOT NULL,                 -- the worker's clock when it was decided
+    url TEXT NOT NULL, masked TEXT NOT NULL,
+    people TEXT NOT NULL,             -- JSON list of person ids sharing the URL
+    record TEXT NOT NULL,             -- the alert record when it was decided (JSON)
+    status TEXT NOT NULL DEFAULT 'pending',  -- pending | sent | failed (gave up after 24 h)
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created REAL,                     -- wall time the forwarder first saw it (24 h from there)
+    next_attempt REAL NOT NULL DEFAULT 0,
+    sent_at REAL
+);
+CREATE UNIQUE INDEX notifications_once ON notifications (alert_id, stage, repeat, kind, url);
+CREATE INDEX notifications_pending ON notifications (next_attempt) WHERE status = 'pending';
+CREATE TABLE notification_attempts (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,                 -- wall time of the attempt
+    masked TEXT NOT NULL,
+    notifications TEXT NOT NULL,      -- JSON list of notification ids the message carried
+    ok INTEGER NOT NULL,
+    result TEXT NOT NULL
+);
+"""
+
 Migration = Callable[[sqlite3.Connection], None]
 
 
@@ -110,7 +141,7 @@ def _script(sql: str) -> Migration:
     return run
 
 
-MIGRATIONS: list[Migration] = [_script(_V1), _script(_V2)]
+MIGRATIONS: list[Migration] = [_script(_V1), _script(_V2), _script(_V3)]
 VERSION = len(MIGRATIONS)
 
 

@@ -73,6 +73,13 @@ def test_demo_runs_stops_by_itself_and_stores_traffic(tmp_path: Path) -> None:
     }
     assert printed == {"open": len(opened), "closed": len(closed)}, output
 
+    # Prevents a demo whose notifications go nowhere visible: every message the notifier
+    # sent reached the demo's local receiver and was printed, once (issue 10).
+    with closing(sqlite3.connect(store)) as db:
+        sent = db.execute("SELECT count(*) FROM notification_attempts WHERE ok = 1").fetchone()[0]
+    notified = len(re.findall(r"✉ 通知/notified ", run.stdout))
+    assert notified > 0 and notified == sent, output
+
     for name, metrics in PLANT.items():  # the plant-room values, with units
         line = next((ln for ln in run.stdout.splitlines() if name in ln and "⚙" in ln), "")
         assert all(re.search(metric, line) for metric in metrics), (name, output)

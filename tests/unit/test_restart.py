@@ -19,7 +19,7 @@ from gateway.pipeline import Pipeline
 from gateway.replay import Recorded
 from gateway.store.sqlite import SqliteStore
 from gateway.worker import Submitted, Worker
-from tests.support.scenarios import OWN, events, expected, load, own_cases
+from tests.support.scenarios import OWN, RULE_CHANGES, events, expected, load, own_cases
 
 # Early warnings are on in a live worker and off in a replay (registry.build_rules): they are
 # not in the hand-worked expectations.
@@ -87,9 +87,11 @@ def test_restarts_change_nothing(
     recorded = events(folder, name, site)
     delay = dt.timedelta(seconds=grace)
     baseline = run(site, recorded, tmp_path / "a.sqlite", set(), delay, warnings=True)
-    rules = [line.split()[2] for line in baseline]
-    assert len([r for r in rules if r not in EARLY_WARNINGS]) == len(expected(folder, name))
-    cuts = set(range(every, len(recorded), every))
+    rules = [line.split() for line in baseline]
+    kept = [r for r in rules if r[2] not in EARLY_WARNINGS and r[-1] in RULE_CHANGES]
+    assert len(kept) == len(expected(folder, name))
+    # A short scenario (tests/scenarios/notify) is cut before its last line at the latest.
+    cuts = set(range(min(every, len(recorded) - 1), len(recorded), every))
     assert cuts
     assert run(site, recorded, tmp_path / "b.sqlite", cuts, delay, warnings=True) == baseline
 
