@@ -21,6 +21,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from gateway import console
+from gateway.api.live import StatusTap
 from gateway.clock import ScaledClock, wall_clock
 from gateway.commands import Command
 from gateway.config.site import Site
@@ -101,10 +102,12 @@ class Gateway:
             self.store_path, self.link, render, connected=self.link.connected.is_set
         )
         self.forwarders = [self.alerts_out]
+        # The API shows the patrol status exactly as the worker publishes it (§10).
+        self.status_tap = StatusTap(self.link, self.topics.patrol_status)
         self.worker = Worker(
             site,
             self.store,
-            self.link,
+            self.status_tap,
             self.topics,
             clock,
             self._start,
@@ -353,8 +356,11 @@ def run_gateway(
     clock: Clock = wall_clock,
     site_file: pathlib.Path | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    http: str = "127.0.0.1:8080",
 ) -> int:
-    """Run until SIGINT/SIGTERM; return the exit code (70 if the worker died)."""
+    """Run until SIGINT/SIGTERM; return the exit code (70 if the worker died).
+
+    `http` is where the API and the page are served (`HOST:PORT`, or `off`)."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -375,17 +381,52 @@ def run_gateway(
         site_file=site_file,
         max_payload_bytes=max_payload_bytes,
     )
+    address = _http_address(http)
+    if isinstance(address, int):
+        return address
     reload = _ReloadFlag()
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, reload.on_signal)
     with StopSignal() as stop:
-        return _serve(gateway, site, url, stop, reload)
+        return _serve(gateway, site, url, stop, reload, data, address)
+
+
+def _http_address(http: str) -> tuple[str, int] | int | None:
+    """The API's address, None for `off`, or an exit code after saying what is wrong."""
+    from gateway.extras import requires_extra
+
+    if http.strip().lower() == "off":
+        return None
+    with requires_extra("api"):
+        from gateway.api.server import parse_http
+    try:
+        return parse_http(http)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
 
 
 def _serve(
-    gateway: Gateway, site: Site, url: BrokerUrl, stop: StopSignal, reload: _ReloadFlag
+    gateway: Gateway,
+    site: Site,
+    url: BrokerUrl,
+    stop: StopSignal,
+    reload: _ReloadFlag,
+    data: pathlib.Path,
+    http: tuple[str, int] | None,
 ) -> int:
     gateway.start()
+    server = None
+    if http is not None:
+        from gateway.api.server import serve_gateway
+
+        try:
+            server = serve_gateway(gateway, data, *http)
+        except OSError as exc:
+            log.error("无法在 %s:%d 提供网页 / cannot serve HTTP on %s:%d: %s", *http, *http, exc)
+            gateway.stop()
+            return 1
+        log.info("值班台 / duty desk: %s (API %s/api/v1)", server.url, server.url)
     log.info(
         "巡检网关运行中 / Patrol Gateway running: site %s (%s), broker %s, store %s, topics %s/#",
         site.id,
@@ -406,9 +447,13 @@ def _serve(
         log.critical(
             "工作线程已终止，退出以便重启 / the worker died: exiting so a supervisor restarts us"
         )
+        if server is not None:
+            server.stop()
         gateway.link.stop()
         return 70
     log.info("正在停止 / stopping")
+    if server is not None:
+        server.stop()
     gateway.stop()
     log.info("已停止 / stopped: %s", console.summary(gateway.counters))
     return 0

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from gateway.api.token_cli import token_app
 from gateway.cli_ops import (
     DataOpt,
     alert_app,
@@ -193,6 +194,12 @@ def run(
             help="larger messages are refused before they are queued",
         ),
     ] = 65_536,
+    http: Annotated[
+        str,
+        typer.Option(
+            envvar="PATROL_HTTP", metavar="HOST:PORT", help="the API and the web page, or off"
+        ),
+    ] = "127.0.0.1:8080",
     clock_start: Annotated[str | None, typer.Option(hidden=True)] = None,
     clock_speed: Annotated[float, typer.Option(hidden=True)] = 1.0,
     clock_anchor: Annotated[float | None, typer.Option(hidden=True)] = None,
@@ -232,7 +239,14 @@ def run(
         clock = ScaledClock(start, clock_speed, anchor)
     raise typer.Exit(
         run_gateway(
-            site, url, data, root, clock, site_file=config, max_payload_bytes=max_payload_bytes
+            site,
+            url,
+            data,
+            root,
+            clock,
+            site_file=config,
+            max_payload_bytes=max_payload_bytes,
+            http=http,
         )
     )
 
@@ -275,6 +289,7 @@ app.add_typer(alert_app, name="alert")
 app.add_typer(incident_app, name="incident")
 app.command("reload")(reload_command)
 app.command("health")(health_command)
+app.add_typer(token_app, name="token")
 
 CreateOpt = Annotated[
     bool, typer.Option("--create", help="在 --data 下新建存储 / start a new store under --data")
