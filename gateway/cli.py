@@ -270,13 +270,22 @@ def demo(
     faults_scale: Annotated[
         float, typer.Option(hidden=True, help="multiplies every injected fault's rate (0: none)")
     ] = 1.0,
+    http: Annotated[
+        str,
+        typer.Option(metavar="HOST:PORT", help="the duty desk page (a free port if taken), or off"),
+    ] = "127.0.0.1:8080",
 ) -> None:
     """演示 · The whole system on one machine: embedded broker, store, demo site, simulator."""
     with requires_extra("demo"):
         from gateway.demo.runner import run_demo
 
         code = run_demo(
-            port=port, data=data, speed=speed, seconds=seconds, faults_scale=faults_scale
+            port=port,
+            data=data,
+            speed=speed,
+            seconds=seconds,
+            faults_scale=faults_scale,
+            http=http,
         )
     raise typer.Exit(code)
 

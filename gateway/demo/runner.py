@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -40,7 +41,11 @@ from gateway.demo.display import (
     print_transitions,
 )
 from gateway.ingest.mqtt import BrokerUrl
+from gateway.roster import Roster
 from gateway.signals import StopSignal
+
+if TYPE_CHECKING:
+    from gateway.api.server import HttpServer
 
 DEMO_SITE = Path(gateway.__file__).parent / "sites" / "zcity.yaml"
 SEED = 1
@@ -52,10 +57,54 @@ CONNECT_SECONDS = 10.0
 # Each kind of fault happens first within this many simulated minutes, then at its daily rate:
 # something to watch soon after the start, whatever the speed.
 FIRST_FAULTS_WITHIN_MINUTES = 90.0
+DEFAULT_HTTP = "127.0.0.1:8080"  # the page; a free port instead if 8080 is taken
+
+
+def _serve_page(
+    out: Console, err: Console, gw: Gateway, data: Path, http: str | None
+) -> HttpServer | None:
+    """Serve the duty desk and print its address with a login link for the day's duty manager."""
+    if http is None or http.strip().lower() == "off":
+        return None
+    try:
+        from gateway.api.server import parse_http, serve_gateway
+        from gateway.api.tokens import issue_token
+    except ModuleNotFoundError as exc:
+        err.print(
+            f"网页未启动：缺少 {exc.name}（pip install 'patrol-gateway[api]'） / the page is off: "
+            f"{exc.name} is not installed (pip install 'patrol-gateway[api]')"
+        )
+        return None
+    address = parse_http(http)
+    if address is None:
+        return None
+    try:
+        server = serve_gateway(gw, data, *address)
+    except OSError:
+        server = serve_gateway(gw, data, address[0], 0)
+    site = gw.site
+    now = gw.clock()
+    manager = Roster(site).manager(site.calendar.day_of(now), now)
+    link = server.url
+    if manager is not None:
+        link = f"{server.url}/#token={issue_token(gw.store_path, manager)}"
+        who = f"{site.people[manager].name}（{manager}）"
+        out.print(
+            f"  值班台 / duty desk : [bold]{link}[/]\n"
+            f"    以当日值班经理 {who} 登录 / logs in as the day's duty manager"
+        )
+    else:
+        out.print(f"  值班台 / duty desk : [bold]{link}[/]")
+    return server
 
 
 def run_demo(
-    port: int | None, data: Path | None, speed: float, seconds: float, faults_scale: float = 1.0
+    port: int | None,
+    data: Path | None,
+    speed: float,
+    seconds: float,
+    faults_scale: float = 1.0,
+    http: str | None = DEFAULT_HTTP,
 ) -> int:
     """Run the demo until Ctrl-C / SIGTERM, or for `seconds` (> 0); return the exit code.
     `port` None means 1883, or a free port if 1883 is taken (`make run` must always work);
@@ -97,7 +146,9 @@ def run_demo(
                 scale=faults_scale, first_within_minutes=FIRST_FAULTS_WITHIN_MINUTES
             )
             fresh = data is None
-            return _run(out, err, site, broker, store_dir, fresh, speed, seconds, faults, stop)
+            return _run(
+                out, err, site, broker, store_dir, fresh, speed, seconds, faults, stop, http
+            )
         finally:
             broker.stop()
             if data is None:
@@ -152,6 +203,7 @@ def _run(
     seconds: float,
     faults: FaultConfig,
     stop: StopSignal,
+    http: str | None = DEFAULT_HTTP,
 ) -> int:
     store = store_dir / f"{site.id}.sqlite"  # where Gateway keeps it (gateway/app.py)
     start, seq_base = _resume(store, demo_start(site, dt.datetime.now(dt.UTC)))
@@ -176,6 +228,7 @@ def _run(
         daemon=True,
     )
     gw.start()
+    page = _serve_page(out, err, gw, store_dir, http)
     view = StoreView(gw.store_path)  # never gw.store: that belongs to the gateway's thread
     try:
         if not gw.link.connected.wait(CONNECT_SECONDS):
@@ -209,6 +262,8 @@ def _run(
             thread.join(timeout=10)
         publisher.close()
         out.print("正在停止… / stopping…")
+        if page is not None:
+            page.stop()
         _drain(gw, publisher.published)
         gw.stop()
         broker.stop()  # run_demo stops it too, for the paths that never get here
