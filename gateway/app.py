@@ -369,6 +369,9 @@ def run_gateway(
     except ValueError as exc:
         log.error("%s", exc)
         return 2
+    address = _http_address(http)
+    if isinstance(address, int):
+        return address
     # The grace is two real seconds; under a scaled clock that is more clock time.
     grace = DEADLINE_GRACE * (clock.speed if isinstance(clock, ScaledClock) else 1.0)
     gateway = Gateway(
@@ -381,9 +384,6 @@ def run_gateway(
         site_file=site_file,
         max_payload_bytes=max_payload_bytes,
     )
-    address = _http_address(http)
-    if isinstance(address, int):
-        return address
     reload = _ReloadFlag()
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, reload.on_signal)
@@ -415,18 +415,18 @@ def _serve(
     data: pathlib.Path,
     http: tuple[str, int] | None,
 ) -> int:
-    gateway.start()
     server = None
-    if http is not None:
+    if http is not None:  # before the gateway says online: the page is up once it does
         from gateway.api.server import serve_gateway
 
         try:
             server = serve_gateway(gateway, data, *http)
         except OSError as exc:
             log.error("无法在 %s:%d 提供网页 / cannot serve HTTP on %s:%d: %s", *http, *http, exc)
-            gateway.stop()
+            gateway.store.close()
             return 1
         log.info("值班台 / duty desk: %s (API %s/api/v1)", server.url, server.url)
+    gateway.start()
     log.info(
         "巡检网关运行中 / Patrol Gateway running: site %s (%s), broker %s, store %s, topics %s/#",
         site.id,

@@ -80,6 +80,8 @@ class Hub:
     _wake: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _marks: dict[str, int] | None = None
+    _status_version: int = 0
     counters: dict[str, int] = field(default_factory=lambda: {"looks": 0, "events": 0})
 
     def start(self) -> None:
@@ -103,12 +105,14 @@ class Hub:
         """Something was committed: look now (cheap; called by the worker's thread)."""
         self._wake.set()
 
-    def subscribe(self, offer: Offer) -> _Subscriber:
-        """Receive every change from now on as `offer(kind, data)`."""
+    def subscribe(self, offer: Offer, watch: bool = True) -> _Subscriber:
+        """Receive every change from now on as `offer(kind, data)`; `watch=False` leaves the
+        looking to the caller (`look()`), as a test does."""
         sub = _Subscriber(offer)
         with self._lock:
             self._subscribers.append(sub)
-        self.start()
+        if watch:
+            self.start()
         return sub
 
     def unsubscribe(self, sub: _Subscriber) -> None:
@@ -123,20 +127,25 @@ class Hub:
             return list(self._subscribers)
 
     def _run(self) -> None:
-        marks = self.reads.marks()
-        status_version = self.status()[0]
         while not self._stop.is_set():
-            self._wake.wait(WATCH_SECONDS)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
             try:
-                marks, status_version = self._look(marks, status_version)
+                self.look()
             except Exception:  # a busy or briefly locked store: look again next time
                 log.exception("看板读取失败 / the live board could not read the store")
+            self._wake.wait(WATCH_SECONDS)
+            self._wake.clear()
             self._stop.wait(MIN_GAP_SECONDS)
 
-    def _look(self, marks: dict[str, int], status_version: int) -> tuple[dict[str, int], int]:
+    def look(self) -> None:
+        """Offer every subscriber what changed since the last look (the first look only notes
+        where the store is: a new page gets the whole board from its stream first)."""
+        if self._marks is None:
+            self._marks = self.reads.marks()
+            self._status_version = self.status()[0]
+            return
+        self._marks, self._status_version = self._changes(self._marks, self._status_version)
+
+    def _changes(self, marks: dict[str, int], status_version: int) -> tuple[dict[str, int], int]:
         self.counters["looks"] += 1
         site = self.site()
         events: list[tuple[str, Any]] = []

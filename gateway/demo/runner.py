@@ -61,11 +61,11 @@ DEFAULT_HTTP = "127.0.0.1:8080"  # the page; a free port instead if 8080 is take
 
 
 def _serve_page(
-    out: Console, err: Console, gw: Gateway, data: Path, http: str | None
-) -> HttpServer | None:
-    """Serve the duty desk and print its address with a login link for the day's duty manager."""
+    err: Console, gw: Gateway, data: Path, http: str | None
+) -> tuple[HttpServer | None, str]:
+    """Serve the duty desk; its address with a login link for the day's duty manager."""
     if http is None or http.strip().lower() == "off":
-        return None
+        return None, ""
     try:
         from gateway.api.server import parse_http, serve_gateway
         from gateway.api.tokens import issue_token
@@ -74,10 +74,14 @@ def _serve_page(
             f"网页未启动：缺少 {exc.name}（pip install 'patrol-gateway[api]'） / the page is off: "
             f"{exc.name} is not installed (pip install 'patrol-gateway[api]')"
         )
-        return None
-    address = parse_http(http)
+        return None, ""
+    try:
+        address = parse_http(http)
+    except ValueError as exc:
+        err.print(escape(str(exc)))
+        return None, ""
     if address is None:
-        return None
+        return None, ""
     try:
         server = serve_gateway(gw, data, *address)
     except OSError:
@@ -89,13 +93,11 @@ def _serve_page(
     if manager is not None:
         link = f"{server.url}/#token={issue_token(gw.store_path, manager)}"
         who = f"{site.people[manager].name}（{manager}）"
-        out.print(
+        return server, (
             f"  值班台 / duty desk : [bold]{link}[/]\n"
             f"    以当日值班经理 {who} 登录 / logs in as the day's duty manager"
         )
-    else:
-        out.print(f"  值班台 / duty desk : [bold]{link}[/]")
-    return server
+    return server, f"  值班台 / duty desk : [bold]{link}[/]"
 
 
 def run_demo(
@@ -228,7 +230,7 @@ def _run(
         daemon=True,
     )
     gw.start()
-    page = _serve_page(out, err, gw, store_dir, http)
+    page, page_line = _serve_page(err, gw, store_dir, http)
     view = StoreView(gw.store_path)  # never gw.store: that belongs to the gateway's thread
     try:
         if not gw.link.connected.wait(CONNECT_SECONDS):
@@ -249,6 +251,8 @@ def _run(
             seed=SEED,
             root=ROOT,
         )
+        if page_line:
+            out.print(page_line)
         thread.start()
         _watch(out, site, clock, gw, publisher, view, stop, seconds)
     except ConnectionError as exc:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
+import subprocess
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +19,13 @@ from gateway.api.server import HttpServer, serve_gateway
 from gateway.api.tokens import issue_token
 from gateway.app import Gateway
 from gateway.roster import Roster
-from tests.support.gateway import REPO_ROOT, running_gateway, unique_root
+from tests.support.gateway import (
+    REPO_ROOT,
+    GatewayProcess,
+    gateway_command,
+    running_gateway,
+    unique_root,
+)
 from tests.support.mosquitto import Mosquitto
 from tests.support.mqtt import MqttClient
 
@@ -158,3 +166,59 @@ def test_the_page_in_a_real_browser(desk: Desk) -> None:
         finally:
             browser.close()
     assert (ARTIFACTS / "board.png").stat().st_size > 10_000
+
+
+def test_run_serves_the_page_on_http(mosquitto: Mosquitto, tmp_path: pathlib.Path) -> None:
+    """`patrol-gateway run --http` must serve the API and the page from the gateway process,
+    say where, and refuse an address it cannot read."""
+    data = tmp_path / "data"
+    with GatewayProcess(
+        mosquitto.url, data, root=unique_root(), extra_args=["--http", "127.0.0.1:0"]
+    ) as process:
+        found = re.search(r"duty desk: (http://127\.0\.0\.1:\d+)", process.log_tail())
+        assert found, process.log_tail()
+        with urllib.request.urlopen(f"{found[1]}/api/v1/health", timeout=5) as answer:
+            assert json.loads(answer.read())["site"] == "zcity"
+        with urllib.request.urlopen(f"{found[1]}/", timeout=5) as answer:
+            assert "值班台" in answer.read().decode()
+    config = str(REPO_ROOT / "gateway" / "sites" / "zcity.yaml")
+    bad = subprocess.run(
+        [*gateway_command(), "run", "--config", config, "--data", str(data), "--http", "localhost"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert bad.returncode == 2 and "HOST:PORT" in bad.stderr, bad.stderr
+
+
+def test_the_demo_prints_a_login_link_for_the_duty_manager(tmp_path: pathlib.Path) -> None:
+    """`make run` must show the product in a browser: the demo serves the page and prints its
+    address with a token for the day's duty manager, which the API accepts as that person."""
+    options = ["--port", "0", "--http", "127.0.0.1:0", "--speed", "30", "--seconds", "8"]
+    demo = subprocess.Popen(
+        [*gateway_command(), "demo", *options, "--data", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+    )
+    try:
+        assert demo.stdout is not None
+        seen = ""
+        for line in demo.stdout:
+            seen += line
+            if "logs in as" in line:
+                break
+        found = re.search(r"(http://127\.0\.0\.1:\d+)/#token=(\S+)", seen)
+        named = re.search(r"值班经理 (\S+)（([a-z-]+)）", seen)
+        assert found and named, seen
+        request = urllib.request.Request(
+            f"{found[1]}/api/v1/me", headers={"Authorization": f"Bearer {found[2]}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            me = json.loads(answer.read())
+        assert (me["person"], me["name"]) == (named[2], named[1])
+        assert me["roles"] == ["duty_manager"]
+    finally:
+        rest, _ = demo.communicate(timeout=60)  # drains and closes the pipe
+    assert demo.returncode == 0, seen + rest
