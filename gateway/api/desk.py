@@ -46,7 +46,7 @@ class Desk:
     def __post_init__(self) -> None:
         self.reads = ReadSide(self.store_path)
         # The hub has read-only connections of its own: it runs in its own thread.
-        self.hub = Hub(ReadSide(self.store_path), self.site, self.status)
+        self.hub = Hub(ReadSide(self.store_path), self.site, self.status, self.clock)
 
     def close(self) -> None:
         """Stop the live board and close the read side."""

@@ -11,6 +11,7 @@ instead of being sent an unbounded backlog.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import threading
@@ -20,13 +21,14 @@ from typing import Any
 
 from gateway.api.queries import ReadSide
 from gateway.config.site import Site
+from gateway.timeutil import iso
 from gateway.worker import Link
 
 log = logging.getLogger(__name__)
 
 WATCH_SECONDS = 0.5  # the longest a change waits before the board hears of it
-MIN_GAP_SECONDS = 0.1  # at most ten looks a second, however busy the worker is
-SCANS_PER_LOOK = 20  # a burst of scans shows its newest ones
+MIN_GAP_SECONDS = 0.25  # at most four looks a second, however busy the worker is
+SCANS_PER_LOOK = 20  # a burst of scans shows its newest ones, in one event
 TRANSITIONS_PER_LOOK = 200  # more than this at once: subscribers reload the board
 
 
@@ -60,7 +62,16 @@ class StatusTap:
         return self.document
 
 
-Offer = Callable[[str, Any], None]
+def duty_until(site: Site, patrol: dict[str, Any] | None) -> str | None:
+    """When the duty day of a patrol status ends (the next day's day_starts)."""
+    if patrol is None or "duty_day" not in patrol:
+        return None
+    day = dt.date.fromisoformat(str(patrol["duty_day"]))
+    return iso(site.calendar.day_start(day + dt.timedelta(days=1)), site.tz)
+
+
+# `offer(kind, json_text)`; kinds: status, alert, scans, plant, devices, resync, end.
+Offer = Callable[[str, str | None], None]
 
 
 @dataclass
@@ -75,6 +86,7 @@ class Hub:
     reads: ReadSide
     site: Callable[[], Site]
     status: Callable[[], tuple[int, dict[str, Any] | None]]
+    clock: Callable[[], dt.datetime]
     _subscribers: list[_Subscriber] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _wake: threading.Event = field(default_factory=threading.Event)
@@ -106,7 +118,7 @@ class Hub:
         self._wake.set()
 
     def subscribe(self, offer: Offer, watch: bool = True) -> _Subscriber:
-        """Receive every change from now on as `offer(kind, data)`; `watch=False` leaves the
+        """Receive every change from now on as `offer(kind, json_text)`; `watch=False` leaves the
         looking to the caller (`look()`), as a test does."""
         sub = _Subscriber(offer)
         with self._lock:
@@ -151,7 +163,9 @@ class Hub:
         events: list[tuple[str, Any]] = []
         version, document = self.status()
         if version != status_version and document is not None:
-            events.append(("status", document))
+            stamp = iso(self.clock(), site.tz)
+            until = duty_until(site, document)
+            events.append(("status", {"patrol": document, "duty_until": until, "now": stamp}))
         now = self.reads.marks()
         if now["transitions"] > marks["transitions"]:
             rows = self.reads.transitions_after(marks["transitions"], TRANSITIONS_PER_LOOK + 1)
@@ -162,13 +176,15 @@ class Hub:
             now["transitions"] = max(now["transitions"], rows[-1][0] if rows else 0)
         if now["scans"] > marks["scans"]:
             scans = self.reads.scans_after(site, marks["scans"], SCANS_PER_LOOK)
-            events += [("scan", s) for s in reversed(scans)]
+            events.append(("scans", scans))
         if now["readings"] > marks["readings"]:
             events.append(("plant", self.reads.plant(site)))
         if now["devices"] > marks["devices"]:
             events.append(("devices", self.reads.devices(site)))
         for kind, data in events:
+            # Serialised once here, not once per page: twenty pages cost one encoding.
+            text = None if data is None else json.dumps(data, ensure_ascii=False)
             self.counters["events"] += 1
             for sub in self.subscribers():
-                sub.offer(kind, data)
+                sub.offer(kind, text)
         return now, version

@@ -131,8 +131,10 @@ function connect() {
     model.alerts.sort((a, b) => (a.raised_at < b.raised_at ? 1 : -1));
     render();
   });
-  stream.addEventListener("scan", (e) => {
-    model.scans = [JSON.parse(e.data), ...model.scans].slice(0, 20);
+  stream.addEventListener("scans", (e) => {  // the newest first
+    const fresh = JSON.parse(e.data);
+    const ids = new Set(fresh.map((s) => s.id));
+    model.scans = [...fresh, ...model.scans.filter((s) => !ids.has(s.id))].slice(0, 20);
     render();
   });
   stream.addEventListener("plant", (e) => { model.plant = JSON.parse(e.data); render(); });

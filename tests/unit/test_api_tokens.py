@@ -75,7 +75,7 @@ def test_the_board_watcher_sends_what_is_new_and_resyncs_a_flood(
     worker = Worker(zcity, SqliteStore(path), tap, TOPICS, lambda: T0, T0)
     worker.step([])
     reads = ReadSide(path)
-    hub = Hub(reads, lambda: zcity, lambda: (tap.version, tap.latest()))
+    hub = Hub(reads, lambda: zcity, lambda: (tap.version, tap.latest()), lambda: T0)
     got: list[tuple[str, Any]] = []
     hub.subscribe(lambda kind, data: got.append((kind, data)), watch=False)
     hub.look()  # notes where the store is
@@ -83,8 +83,12 @@ def test_the_board_watcher_sends_what_is_new_and_resyncs_a_flood(
     worker.step([Message("estate/zcity/reader/fd-1/scan", body, T0)])
     hub.look()
     kinds = [k for k, _ in got]
-    assert kinds.count("scan") == 1 and kinds.count("status") == 1
-    assert got[kinds.index("scan")][1]["person"] == "li-na"
+    assert kinds.count("scans") == 1 and kinds.count("status") == 1
+    (scan,) = json.loads(got[kinds.index("scans")][1])
+    assert scan["person"] == "li-na"
+    status = json.loads(got[kinds.index("status")][1])
+    assert status["patrol"]["duty_manager"]["id"] == "li-na"
+    assert status["duty_until"] == "2026-11-29T08:30:00+08:00"
     got.clear()
     hub.look()
     assert got == []  # nothing new, nothing sent

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import time
 from collections.abc import AsyncIterator
@@ -16,8 +15,8 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from gateway.api.deps import ActorDep, DeskDep, SiteDep, errors
 from gateway.api.desk import Desk
+from gateway.api.live import duty_until
 from gateway.api.models import HealthPublic, StatusPublic
-from gateway.config.site import Site
 from gateway.timeutil import iso
 
 router = APIRouter(tags=["board"])
@@ -42,21 +41,6 @@ def health(desk: DeskDep, site: SiteDep) -> HealthPublic:
         worker_running=fresh,
         broker_connected=connected if isinstance(connected, bool) else None,
     )
-
-
-def duty_until(site: Site, patrol: dict[str, Any] | None) -> str | None:
-    """When the duty day of a patrol status ends (the next day's day_starts)."""
-    if patrol is None or "duty_day" not in patrol:
-        return None
-    day = dt.date.fromisoformat(str(patrol["duty_day"]))
-    return iso(site.calendar.day_start(day + dt.timedelta(days=1)), site.tz)
-
-
-def status_event(desk: Desk, patrol: dict[str, Any]) -> dict[str, Any]:
-    """The `status` event: the new patrol status, the end of its duty day, the clock."""
-    site = desk.site()
-    until = duty_until(site, patrol)
-    return {"patrol": patrol, "duty_until": until, "now": iso(desk.clock(), site.tz)}
 
 
 def board(desk: Desk) -> dict[str, Any]:
@@ -85,19 +69,20 @@ def live_status(desk: DeskDep, actor: ActorDep) -> StatusPublic:
 
 @router.get("/events", response_class=EventSourceResponse, responses=errors(401))
 async def events(desk: DeskDep, actor: ActorDep) -> AsyncIterator[ServerSentEvent]:
-    """Server-sent events: `board` first (everything), then `status`, `alert`, `scan`,
-    `plant` and `devices` as they happen; `board` again after falling behind."""
+    """Server-sent events: `board` first (everything), then `status`, `alert` (one
+    transition), `scans` (the newest, newest first), `plant` and `devices` as they happen;
+    `board` again after falling behind."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(STREAM_QUEUE)
+    queue: asyncio.Queue[tuple[str, str | None]] = asyncio.Queue(STREAM_QUEUE)
 
-    def put(kind: str, data: Any) -> None:
+    def put(kind: str, data: str | None) -> None:
         if queue.full():  # bounded: drop the backlog, send the whole board instead
             while not queue.empty():
                 queue.get_nowait()
             kind, data = "resync", None
         queue.put_nowait((kind, data))
 
-    def offer(kind: str, data: Any) -> None:  # the hub's thread
+    def offer(kind: str, data: str | None) -> None:  # the hub's thread
         with contextlib.suppress(RuntimeError):  # the stream's loop has closed
             loop.call_soon_threadsafe(put, kind, data)
 
@@ -110,9 +95,7 @@ async def events(desk: DeskDep, actor: ActorDep) -> AsyncIterator[ServerSentEven
                 return
             if kind == "resync":
                 yield ServerSentEvent(event="board", data=await run_in_threadpool(board, desk))
-            elif kind == "status":
-                yield ServerSentEvent(event="status", data=status_event(desk, data))
             else:
-                yield ServerSentEvent(event=kind, data=data)
+                yield ServerSentEvent(event=kind, raw_data=data)
     finally:
         desk.hub.unsubscribe(sub)
