@@ -393,12 +393,18 @@ def run_gateway(
 
 def _http_address(http: str) -> tuple[str, int] | int | None:
     """The API's address, None for `off`, or an exit code after saying what is wrong."""
-    from gateway.extras import requires_extra
+    from gateway.extras import EXTRA_MODULES, missing_extra_message
 
     if http.strip().lower() == "off":
         return None
-    with requires_extra("api"):
+    try:
         from gateway.api.server import parse_http
+    except ModuleNotFoundError as exc:  # the core runs without the page (pyproject extras)
+        module = (exc.name or "").partition(".")[0]
+        if module not in EXTRA_MODULES["api"]:
+            raise
+        log.warning("值班台未启动 / the duty desk is off: %s", missing_extra_message("api", module))
+        return None
     try:
         return parse_http(http)
     except ValueError as exc:
