@@ -21,12 +21,14 @@ from collections.abc import Callable
 from types import FrameType
 
 from gateway import console
-from gateway.api.live import StatusTap
+from gateway.api.live import StatusTap as DeskStatusTap
 from gateway.clock import ScaledClock, wall_clock
 from gateway.commands import Command
 from gateway.config.site import Site
 from gateway.events import Message
-from gateway.forward import MqttAlerts
+from gateway.forward import Forwarder, MqttAlerts
+from gateway.influx.forward import InfluxOut, InfluxSettings
+from gateway.influx.live import StatusTap, forward_lagging
 from gateway.ingest.inbox import Inbox
 from gateway.ingest.mqtt import DEFAULT_MAX_PAYLOAD_BYTES, BrokerUrl, MqttLink
 from gateway.ingest.render import Renderer
@@ -34,7 +36,7 @@ from gateway.ingest.topics import Topics
 from gateway.pipeline import CommandOutcome, Pipeline
 from gateway.signals import StopSignal
 from gateway.store.sqlite import SqliteStore, store_file
-from gateway.worker import StoreUnavailable, Submitted, Worker
+from gateway.worker import Link, StoreUnavailable, Submitted, Worker
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,8 @@ class Gateway:
         grace: dt.timedelta = DEADLINE_GRACE,
         site_file: pathlib.Path | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        influx: InfluxSettings | None = None,
+        keep_readings_days: float = 90.0,
     ) -> None:
         self.site = site
         self.topics = Topics(root, site.id)
@@ -101,9 +105,23 @@ class Gateway:
         self.alerts_out = MqttAlerts(
             self.store_path, self.link, render, connected=self.link.connected.is_set
         )
-        self.forwarders = [self.alerts_out]
+        self.forwarders: list[Forwarder] = [self.alerts_out]
+        self._counters: dict[str, int] = {}
+        self.influx: InfluxOut | None = None
+        worker_link: Link = self.link
+        if influx is not None:  # §8: one forwarder per table; readings kept N days once sent
+            self.influx = InfluxOut(
+                self.store_path,
+                influx,
+                lambda: self.site,
+                clock,
+                lambda: self._counters,
+                keep_readings_days,
+            )
+            self.forwarders += self.influx.forwarders
+            worker_link = StatusTap(self.link, self.topics.patrol_status, self.influx.offer_status)
         # The API shows the patrol status exactly as the worker publishes it (§10).
-        self.status_tap = StatusTap(self.link, self.topics.patrol_status)
+        self.status_tap = DeskStatusTap(worker_link, self.topics.patrol_status)
         self.worker = Worker(
             site,
             self.store,
@@ -122,7 +140,6 @@ class Gateway:
         self.failure: BaseException | None = None
         self.store_failing = False
         self._last_heartbeat = 0.0
-        self._counters: dict[str, int] = {}
         self.site_file = site_file
         self._pending_site: tuple[Site, str] | None = None
         self._reload_outcome: dict[str, object] | None = None
@@ -145,6 +162,8 @@ class Gateway:
         self._thread.join(timeout=drain_seconds + 5)
         for forwarder in self.forwarders:
             forwarder.stop()
+        if self.influx is not None:
+            self.influx.close()
         self.link.stop()
         if self._thread.is_alive():
             log.error("工作线程未停止 / the worker did not stop; the store is left open")
@@ -257,6 +276,9 @@ class Gateway:
             if self._republish.is_set():
                 self._republish.clear()
                 self.worker.republish()
+            if self.influx is not None:  # rule 12, live only: the age is a number in memory
+                now = self.clock()
+                forward_lagging(self.worker.pipeline, self.influx.age(now), now)
             try:
                 self.worker.step(batch, commands)
             except StoreUnavailable as exc:
@@ -356,6 +378,8 @@ def run_gateway(
     clock: Clock = wall_clock,
     site_file: pathlib.Path | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    influx: InfluxSettings | None = None,
+    keep_readings_days: float = 90.0,
     http: str = "127.0.0.1:8080",
 ) -> int:
     """Run until SIGINT/SIGTERM; return the exit code (70 if the worker died).
@@ -383,6 +407,8 @@ def run_gateway(
         grace=grace,
         site_file=site_file,
         max_payload_bytes=max_payload_bytes,
+        influx=influx,
+        keep_readings_days=keep_readings_days,
     )
     reload = _ReloadFlag()
     if hasattr(signal, "SIGHUP"):

@@ -40,6 +40,7 @@ from gateway.demo.display import (
     print_final,
     print_transitions,
 )
+from gateway.influx.forward import InfluxSettings
 from gateway.ingest.mqtt import BrokerUrl
 from gateway.roster import Roster
 from gateway.signals import StopSignal
@@ -106,6 +107,8 @@ def run_demo(
     speed: float,
     seconds: float,
     faults_scale: float = 1.0,
+    influx: InfluxSettings | None = None,
+    keep_readings_days: float = 90.0,
     http: str | None = DEFAULT_HTTP,
 ) -> int:
     """Run the demo until Ctrl-C / SIGTERM, or for `seconds` (> 0); return the exit code.
@@ -149,7 +152,19 @@ def run_demo(
             )
             fresh = data is None
             return _run(
-                out, err, site, broker, store_dir, fresh, speed, seconds, faults, stop, http
+                out,
+                err,
+                site,
+                broker,
+                store_dir,
+                fresh,
+                speed,
+                seconds,
+                faults,
+                stop,
+                influx,
+                keep_readings_days,
+                http,
             )
         finally:
             broker.stop()
@@ -205,6 +220,8 @@ def _run(
     seconds: float,
     faults: FaultConfig,
     stop: StopSignal,
+    influx: InfluxSettings | None = None,
+    keep_readings_days: float = 90.0,
     http: str | None = DEFAULT_HTTP,
 ) -> int:
     store = store_dir / f"{site.id}.sqlite"  # where Gateway keeps it (gateway/app.py)
@@ -218,7 +235,16 @@ def _run(
     )
     # The deadline grace is two real seconds, in simulated time (speed = minutes a second).
     grace = dt.timedelta(minutes=2 * speed)
-    gw = Gateway(site, BrokerUrl.parse(broker.url), store_dir, root=ROOT, clock=clock, grace=grace)
+    gw = Gateway(
+        site,
+        BrokerUrl.parse(broker.url),
+        store_dir,
+        root=ROOT,
+        clock=clock,
+        grace=grace,
+        influx=influx,
+        keep_readings_days=keep_readings_days,
+    )
     publisher = Publisher(sim, broker.url, clock)
     failures: list[BaseException] = []
     # The simulator thread's own stop: set by this thread, never by a signal handler.
