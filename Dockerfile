@@ -1,16 +1,20 @@
-# The gateway image of docker-compose.yml: `patrol-gateway` with the InfluxDB extra, non-root.
+# The gateway image of docker-compose.yml: `patrol-gateway` with the InfluxDB and API extras,
+# non-root.
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY devices ./devices
-RUN pip install '.[influx]' && rm -rf /src \
+RUN pip install '.[influx]' && pip install '.[api]' && rm -rf /src \
     && useradd --system --uid 10001 --home-dir /data patrol \
     && mkdir -p /data && chown patrol /data
 USER patrol
 WORKDIR /data
 VOLUME ["/data"]
+# The duty desk (§10) listens on every interface inside the container (publish 8080 to use it).
+ENV PATROL_HTTP=0.0.0.0:8080
+EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=5s --retries=6 \
     CMD ["patrol-gateway", "health", "--data", "/data"]
 ENTRYPOINT ["patrol-gateway"]

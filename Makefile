@@ -12,8 +12,11 @@ DEMO_STAMP := $(VENV)/.installed-demo
 # Only folders that exist: git does not keep an empty one, and ruff fails on a missing path.
 SRC    := $(wildcard gateway devices tests dashboards)
 APT_PACKAGES := mosquitto mosquitto-clients socat
+# The page's browser test: Debian's Chromium driven by Playwright (never `playwright install`:
+# its own browser download cannot be fetched here), and CJK fonts so screenshots show Chinese.
+BROWSER_PACKAGES := chromium fonts-noto-cjk
 
-.PHONY: help venv setup run mosquitto influxdb lint test bench fmt clean distclean
+.PHONY: help venv setup run mosquitto influxdb browser lint test bench fmt clean distclean
 
 help:
 	@echo "make run        运行演示（内置 broker）/ run the demo (embedded broker)"
@@ -23,6 +26,7 @@ help:
 	@echo "make bench      性能测试 / benchmarks"
 	@echo "make mosquitto  安装 Mosquitto（测试需要）/ install Mosquitto (the tests need it)"
 	@echo "make influxdb   安装 InfluxDB 1.6（测试需要）/ install InfluxDB 1.6 (the tests need it)"
+	@echo "make browser    安装 Chromium（网页测试需要）/ install Chromium (the page's test needs it)"
 	@echo "make clean      删除缓存与构建产物 / remove caches and build output (distclean: also .venv)"
 
 venv setup: $(STAMP)
@@ -39,9 +43,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@ $(DEMO_STAMP)
 
-# The demo needs only the gateway and its embedded broker (the `demo` extra).
+# The demo needs the gateway, its embedded broker (`demo`) and the page (`api`).
 $(DEMO_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[demo]'
+	$(BIN)/python -m pip install --quiet -e '.[demo,api]'
 	@touch $@
 
 run: $(DEMO_STAMP)
@@ -84,13 +88,26 @@ influxdb:
 	  exit 1; \
 	fi
 
+browser:
+	@if [ -x /usr/bin/chromium ] && fc-list 2>/dev/null | grep -qi 'noto.*cjk'; then exit 0; fi; \
+	if [ "$$(id -u)" -eq 0 ]; then \
+	  echo "正在安装 / installing: $(BROWSER_PACKAGES)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -q; \
+	  apt-get install -y -q $(BROWSER_PACKAGES); \
+	else \
+	  echo "缺少浏览器。请运行：sudo apt-get install $(BROWSER_PACKAGES)" >&2; \
+	  echo "The browser test needs: sudo apt-get install $(BROWSER_PACKAGES)" >&2; \
+	  exit 1; \
+	fi
+
 lint: $(STAMP)
 	$(BIN)/ruff check $(SRC)
 	$(BIN)/ruff format --check $(SRC)
 	$(BIN)/mypy
 
 # pytest's exit status 5 ("no tests collected") is left as a failure on purpose.
-test: $(STAMP) mosquitto influxdb lint
+test: $(STAMP) mosquitto influxdb browser lint
 	$(BIN)/pytest -q
 
 bench: $(STAMP) mosquitto influxdb

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from gateway import console
+from gateway.api.live import StatusTap as DeskStatusTap
 from gateway.clock import ScaledClock, wall_clock
 from gateway.commands import Command
 from gateway.config.site import Site
@@ -35,6 +36,7 @@ from gateway.ingest.mqtt import DEFAULT_MAX_PAYLOAD_BYTES, BrokerUrl, MqttLink
 from gateway.ingest.render import Renderer
 from gateway.ingest.topics import Topics
 from gateway.notify.deliver import Notifier
+from gateway.notify.links import link_key
 from gateway.pipeline import CommandOutcome, Pipeline
 from gateway.signals import StopSignal
 from gateway.store.sqlite import SqliteStore, store_file
@@ -92,6 +94,7 @@ class Gateway:
         if site_file is not None:
             self.store.set_meta("site_file", str(site_file.resolve()))
             self.store.set_meta("site_yaml", site_file.read_text(encoding="utf-8"))
+        link_key(self.store)  # the acknowledge links' key: the notifier signs, the API verifies
         self.store.commit()
         self._start = dt.datetime.fromisoformat(started)
         self.inbox = Inbox(INBOX_SIZE)
@@ -126,10 +129,12 @@ class Gateway:
             )
             self.forwarders += self.influx.forwarders
             worker_link = StatusTap(self.link, self.topics.patrol_status, self.influx.offer_status)
+        # The API shows the patrol status exactly as the worker publishes it (§10).
+        self.status_tap = DeskStatusTap(worker_link, self.topics.patrol_status)
         self.worker = Worker(
             site,
             self.store,
-            worker_link,
+            self.status_tap,
             self.topics,
             clock,
             self._start,
@@ -399,8 +404,11 @@ def run_gateway(
     influx: InfluxSettings | None = None,
     keep_readings_days: float = 90.0,
     notify_backoff: float = NOTIFY_BACKOFF_SECONDS,
+    http: str = "127.0.0.1:8080",
 ) -> int:
-    """Run until SIGINT/SIGTERM; return the exit code (70 if the worker died)."""
+    """Run until SIGINT/SIGTERM; return the exit code (70 if the worker died).
+
+    `http` is where the API and the page are served (`HOST:PORT`, or `off`)."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -409,6 +417,9 @@ def run_gateway(
     except ValueError as exc:
         log.error("%s", exc)
         return 2
+    address = _http_address(http)
+    if isinstance(address, int):
+        return address
     # The grace is two real seconds; under a scaled clock that is more clock time.
     grace = DEADLINE_GRACE * (clock.speed if isinstance(clock, ScaledClock) else 1.0)
     gateway = Gateway(
@@ -428,12 +439,50 @@ def run_gateway(
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, reload.on_signal)
     with StopSignal() as stop:
-        return _serve(gateway, site, url, stop, reload)
+        return _serve(gateway, site, url, stop, reload, data, address)
+
+
+def _http_address(http: str) -> tuple[str, int] | int | None:
+    """The API's address, None for `off`, or an exit code after saying what is wrong."""
+    from gateway.extras import EXTRA_MODULES, missing_extra_message
+
+    if http.strip().lower() == "off":
+        return None
+    try:
+        from gateway.api.server import parse_http
+    except ModuleNotFoundError as exc:  # the core runs without the page (pyproject extras)
+        module = (exc.name or "").partition(".")[0]
+        if module not in EXTRA_MODULES["api"]:
+            raise
+        log.warning("值班台未启动 / the duty desk is off: %s", missing_extra_message("api", module))
+        return None
+    try:
+        return parse_http(http)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
 
 
 def _serve(
-    gateway: Gateway, site: Site, url: BrokerUrl, stop: StopSignal, reload: _ReloadFlag
+    gateway: Gateway,
+    site: Site,
+    url: BrokerUrl,
+    stop: StopSignal,
+    reload: _ReloadFlag,
+    data: pathlib.Path,
+    http: tuple[str, int] | None,
 ) -> int:
+    server = None
+    if http is not None:  # before the gateway says online: the page is up once it does
+        from gateway.api.server import serve_gateway
+
+        try:
+            server = serve_gateway(gateway, data, *http)
+        except OSError as exc:
+            log.error("无法在 %s:%d 提供网页 / cannot serve HTTP on %s:%d: %s", *http, *http, exc)
+            gateway.store.close()
+            return 1
+        log.info("值班台 / duty desk: %s (API %s/api/v1)", server.url, server.url)
     gateway.start()
     log.info(
         "巡检网关运行中 / Patrol Gateway running: site %s (%s), broker %s, store %s, topics %s/#",
@@ -455,9 +504,13 @@ def _serve(
         log.critical(
             "工作线程已终止，退出以便重启 / the worker died: exiting so a supervisor restarts us"
         )
+        if server is not None:
+            server.stop()
         gateway.link.stop()
         return 70
     log.info("正在停止 / stopping")
+    if server is not None:
+        server.stop()
     gateway.stop()
     log.info("已停止 / stopped: %s", console.summary(gateway.counters))
     return 0

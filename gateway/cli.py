@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from gateway.api.token_cli import token_app
 from gateway.cli_backup import backup_command
 from gateway.cli_forward import forward_command
 from gateway.cli_ops import (
@@ -239,6 +240,12 @@ def run(
     ] = 65_536,
     influx: InfluxOpt = None,
     keep_readings_days: KeepOpt = 90.0,
+    http: Annotated[
+        str,
+        typer.Option(
+            envvar="PATROL_HTTP", metavar="HOST:PORT", help="the API and the web page, or off"
+        ),
+    ] = "127.0.0.1:8080",
     clock_start: Annotated[str | None, typer.Option(hidden=True)] = None,
     clock_speed: Annotated[float, typer.Option(hidden=True)] = 1.0,
     clock_anchor: Annotated[float | None, typer.Option(hidden=True)] = None,
@@ -289,6 +296,7 @@ def run(
             influx=_influx(influx),
             keep_readings_days=keep_readings_days,
             notify_backoff=notify_backoff,  # a testing aid: the first retry of a notification
+            http=http,
         )
     )
 
@@ -314,6 +322,10 @@ def demo(
     ] = 1.0,
     influx: InfluxOpt = None,
     keep_readings_days: KeepOpt = 90.0,
+    http: Annotated[
+        str,
+        typer.Option(metavar="HOST:PORT", help="the duty desk page (a free port if taken), or off"),
+    ] = "127.0.0.1:8080",
 ) -> None:
     """演示 · The whole system on one machine: embedded broker, store, demo site, simulator."""
     with requires_extra("demo"):
@@ -327,6 +339,7 @@ def demo(
             faults_scale=faults_scale,
             influx=_influx(influx),
             keep_readings_days=keep_readings_days,
+            http=http,
         )
     raise typer.Exit(code)
 
@@ -341,6 +354,7 @@ app.command("reload")(reload_command)
 app.command("health")(health_command)
 app.command("forward")(forward_command)
 app.command("backup")(backup_command)
+app.add_typer(token_app, name="token")
 
 CreateOpt = Annotated[
     bool, typer.Option("--create", help="在 --data 下新建存储 / start a new store under --data")

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 EXTRA_MODULES: dict[str, frozenset[str]] = {
     "demo": frozenset({"iotcore"}),
     "devices": frozenset({"serial", "pymodbus"}),
-    "api": frozenset({"fastapi"}),
+    "api": frozenset({"fastapi", "uvicorn"}),
     "influx": frozenset({"influxdb_client"}),
 }
 

@@ -14,6 +14,12 @@ from tests.support.mosquitto import Mosquitto, find_mosquitto
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """`patrol-gateway run` serves HTTP on 127.0.0.1:8080 by default; gateways started by tests
+    in parallel would fight over that port. Tests that want the page pass --http themselves."""
+    os.environ["PATROL_HTTP"] = "off"
+
+
 def _new_broker() -> Mosquitto:
     # Integration tests fail, never skip, without a broker: a skipped tier looks green in CI.
     if find_mosquitto() is None:

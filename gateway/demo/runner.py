@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -42,7 +43,11 @@ from gateway.demo.display import (
 from gateway.demo.receiver import DemoReceiver, to_receiver
 from gateway.influx.forward import InfluxSettings
 from gateway.ingest.mqtt import BrokerUrl
+from gateway.roster import Roster
 from gateway.signals import StopSignal
+
+if TYPE_CHECKING:
+    from gateway.api.server import HttpServer
 
 DEMO_SITE = Path(gateway.__file__).parent / "sites" / "zcity.yaml"
 SEED = 1
@@ -54,6 +59,47 @@ CONNECT_SECONDS = 10.0
 # Each kind of fault happens first within this many simulated minutes, then at its daily rate:
 # something to watch soon after the start, whatever the speed.
 FIRST_FAULTS_WITHIN_MINUTES = 90.0
+DEFAULT_HTTP = "127.0.0.1:8080"  # the page; a free port instead if 8080 is taken
+
+
+def _serve_page(
+    err: Console, gw: Gateway, data: Path, http: str | None
+) -> tuple[HttpServer | None, str]:
+    """Serve the duty desk; its address with a login link for the day's duty manager."""
+    if http is None or http.strip().lower() == "off":
+        return None, ""
+    try:
+        from gateway.api.server import parse_http, serve_gateway
+        from gateway.api.tokens import issue_token
+    except ModuleNotFoundError as exc:
+        err.print(
+            f"网页未启动：缺少 {exc.name}（pip install 'patrol-gateway[api]'） / the page is off: "
+            f"{exc.name} is not installed (pip install 'patrol-gateway[api]')"
+        )
+        return None, ""
+    try:
+        address = parse_http(http)
+    except ValueError as exc:
+        err.print(escape(str(exc)))
+        return None, ""
+    if address is None:
+        return None, ""
+    try:
+        server = serve_gateway(gw, data, *address)
+    except OSError:
+        server = serve_gateway(gw, data, address[0], 0)
+    site = gw.site
+    now = gw.clock()
+    manager = Roster(site).manager(site.calendar.day_of(now), now)
+    link = server.url
+    if manager is not None:
+        link = f"{server.url}/#token={issue_token(gw.store_path, manager)}"
+        who = f"{site.people[manager].name}（{manager}）"
+        return server, (
+            f"  值班台 / duty desk : [bold]{link}[/]\n"
+            f"    以当日值班经理 {who} 登录 / logs in as the day's duty manager"
+        )
+    return server, f"  值班台 / duty desk : [bold]{link}[/]"
 
 
 def run_demo(
@@ -64,6 +110,7 @@ def run_demo(
     faults_scale: float = 1.0,
     influx: InfluxSettings | None = None,
     keep_readings_days: float = 90.0,
+    http: str | None = DEFAULT_HTTP,
 ) -> int:
     """Run the demo until Ctrl-C / SIGTERM, or for `seconds` (> 0); return the exit code.
     `port` None means 1883, or a free port if 1883 is taken (`make run` must always work);
@@ -118,6 +165,7 @@ def run_demo(
                 stop,
                 influx,
                 keep_readings_days,
+                http,
             )
         finally:
             broker.stop()
@@ -175,6 +223,7 @@ def _run(
     stop: StopSignal,
     influx: InfluxSettings | None = None,
     keep_readings_days: float = 90.0,
+    http: str | None = DEFAULT_HTTP,
 ) -> int:
     store = store_dir / f"{site.id}.sqlite"  # where Gateway keeps it (gateway/app.py)
     start, seq_base = _resume(store, demo_start(site, dt.datetime.now(dt.UTC)))
@@ -212,6 +261,7 @@ def _run(
         daemon=True,
     )
     gw.start()
+    page, page_line = _serve_page(err, gw, store_dir, http)
     view = StoreView(gw.store_path)  # never gw.store: that belongs to the gateway's thread
     try:
         if not gw.link.connected.wait(CONNECT_SECONDS):
@@ -232,6 +282,8 @@ def _run(
             seed=SEED,
             root=ROOT,
         )
+        if page_line:
+            out.print(page_line)
         thread.start()
         _watch(out, site, clock, gw, publisher, view, stop, seconds)
     except ConnectionError as exc:
@@ -245,6 +297,8 @@ def _run(
             thread.join(timeout=10)
         publisher.close()
         out.print("正在停止… / stopping…")
+        if page is not None:
+            page.stop()
         _drain(gw, publisher.published)
         gw.stop()
         receiver.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import pathlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,3 +166,16 @@ def attempts(store: SqliteStore, limit: int = 1000) -> list[dict[str, Any]]:
         }
         for r in rows
     ]
+
+
+def was_notified(store_path: pathlib.Path, alert_id: str, person: str) -> bool:
+    """Was `person` told of `alert_id` (a decided notification, sent or not)? For the API's
+    rule that anyone notified of an alert may act on it (§10). Opens a read-only connection."""
+    reader = SqliteStore(store_path, readonly=True)
+    try:
+        rows = reader.connection.execute(
+            "SELECT people FROM notifications WHERE alert_id = ?", (alert_id,)
+        ).fetchall()
+    finally:
+        reader.close()
+    return any(person in json.loads(people) for (people,) in rows)

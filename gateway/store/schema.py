@@ -129,6 +129,20 @@ CREATE TABLE notification_attempts (
 );
 """
 
+# Version 4 (issue 11): API tokens (§10). Only a token's SHA-256 is kept; the token itself is
+# printed once by `patrol-gateway token issue`. Tokens are not part of the record of the rules:
+# the command line writes them here directly, the API only reads them. Sessions of the web page
+# are signed cookies naming a token (gateway/api/auth.py), so they need no table.
+_V4 = """
+CREATE TABLE tokens (
+    id TEXT PRIMARY KEY,              -- public id, for `token revoke ID`
+    person TEXT NOT NULL,             -- a person id of the site: the token acts with their roles
+    hash TEXT NOT NULL UNIQUE,        -- sha256 of the token, hex
+    created_at REAL NOT NULL,
+    revoked_at REAL                   -- null while valid
+);
+"""
+
 Migration = Callable[[sqlite3.Connection], None]
 
 
@@ -141,7 +155,7 @@ def _script(sql: str) -> Migration:
     return run
 
 
-MIGRATIONS: list[Migration] = [_script(_V1), _script(_V2), _script(_V3)]
+MIGRATIONS: list[Migration] = [_script(_V1), _script(_V2), _script(_V3), _script(_V4)]
 VERSION = len(MIGRATIONS)
 
 

@@ -200,7 +200,9 @@ def test_a_channel_refusing_for_24_hours_is_given_up_and_said(tmp_path: pathlib.
         pump(notifier)
         receiver.now += 40
         assert notifier.store is not None
-        status = notifier.store.connection.execute("SELECT status, attempts FROM notifications").fetchone()
+        status = notifier.store.connection.execute(
+            "SELECT status, attempts FROM notifications"
+        ).fetchone()
         tries = status[1]
         if status[0] != "pending":
             break
