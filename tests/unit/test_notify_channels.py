@@ -130,7 +130,7 @@ def test_dingtalk_gets_markdown_with_the_site_the_time_and_who_acts(posts: Posts
     assert "**站点**: 通知测试项目" in text
     assert "2026-11-30 10:00" in text  # 02:00 UTC in Asia/Shanghai
     assert "赵工、钱工" in text
-    assert "http://duty.example.com/alerts/abc123" in text
+    assert "http://duty.example.com/?ack=abc123&p=eng1&x=" in text
     assert "严重" in payload["markdown"]["title"]
 
 
@@ -150,7 +150,7 @@ def test_wecom_and_feishu_get_plain_text(posts: Posts, url: str, host: str, cont
     text = content(payload)
     assert "**" not in text
     assert "站点: 通知测试项目" in text and "请处理: 赵工、钱工" in text
-    assert "http://duty.example.com/ack?person=eng1&alert=abc123" in text
+    assert "http://duty.example.com/?ack=abc123&p=eng1&x=" in text
 
 
 def test_an_ack_link_is_for_one_person_one_alert_and_24_hours() -> None:

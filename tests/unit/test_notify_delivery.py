@@ -101,10 +101,10 @@ def test_a_burst_to_one_robot_is_a_digest_within_the_rate_criticals_first(
     assert len(receiver.sent) == 20
     criticals = [f"a{i:03d}" for i in range(0, 50, 5)]
     firsts = receiver.sent[:10]
-    assert [next(c for c in criticals if f"alert={c}&" in m[3]) for m in firsts] == criticals
+    assert [next(c for c in criticals if f"ack={c}&" in m[3]) for m in firsts] == criticals
     for i in range(50):
-        assert sum(f"alert=a{i:03d}&" in m[3] for m in receiver.sent) == 1
-    assert sum(f"alert=a{i:03d}&" in receiver.sent[19][3] for i in range(50)) == 31
+        assert sum(f"ack=a{i:03d}&" in m[3] for m in receiver.sent) == 1
+    assert sum(f"ack=a{i:03d}&" in receiver.sent[19][3] for i in range(50)) == 31
     # Saturated: 30 s later three more, one of them critical, wait …
     receiver.now += 30
     add(notifier, [notice(100, "warning"), notice(101, "critical"), notice(102, "warning")])
@@ -139,7 +139,7 @@ def test_warnings_never_take_the_last_message_of_a_minute_from_a_critical(
     add(notifier, [notice(91, "critical")])
     pump(notifier)
     assert len(receiver.sent) == 20
-    assert "alert=a091&" in receiver.sent[19][3] and "alert=a090&" not in receiver.sent[19][3]
+    assert "ack=a091&" in receiver.sent[19][3] and "ack=a090&" not in receiver.sent[19][3]
 
 
 def test_a_restarted_notifier_keeps_counting_the_minute(tmp_path: pathlib.Path) -> None:
