@@ -23,6 +23,7 @@ from gateway.cli_ops import (
 from gateway.clihelp import TidyGroup
 from gateway.config import ConfigError, Site, load_site
 from gateway.extras import requires_extra
+from gateway.trust.cli import broker_config_command, qr_command
 
 app = typer.Typer(
     cls=TidyGroup,  # plain help: `FILE`, not `{path}` or `<path>`, on every command
@@ -275,6 +276,8 @@ app.add_typer(alert_app, name="alert")
 app.add_typer(incident_app, name="incident")
 app.command("reload")(reload_command)
 app.command("health")(health_command)
+app.command("broker-config")(broker_config_command)
+app.command("qr")(qr_command)
 
 CreateOpt = Annotated[
     bool, typer.Option("--create", help="在 --data 下新建存储 / start a new store under --data")
