@@ -33,7 +33,8 @@ from gateway.ingest.topics import Topics
 from gateway.pipeline import CommandOutcome, Pipeline
 from gateway.signals import StopSignal
 from gateway.store.sqlite import SqliteStore, store_file
-from gateway.worker import StoreUnavailable, Submitted, Worker
+from gateway.trust.secrets import Secrets, SecretsFile, secrets_path
+from gateway.worker import Link, StoreUnavailable, Submitted, Worker
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ HEARTBEAT_SECONDS = 5.0
 SUMMARY_SECONDS = 60.0
 # Wakes the worker for a submitted command; never stored, never acknowledged.
 _WAKE = Message("", b"", dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+ONLINE = b"online"
 
 
 class Gateway:
@@ -67,6 +69,7 @@ class Gateway:
         grace: dt.timedelta = DEADLINE_GRACE,
         site_file: pathlib.Path | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        secrets: Callable[[], Secrets] | None = None,
     ) -> None:
         self.site = site
         self.topics = Topics(root, site.id)
@@ -97,23 +100,29 @@ class Gateway:
             max_payload_bytes=max_payload_bytes,
         )
         render = Renderer(self.topics, site.tz)
+        self.own = OwnRetained(self.link)  # what we last left retained, to spot foreign changes
         self.alerts_out = MqttAlerts(
-            self.store_path, self.link, render, connected=self.link.connected.is_set
+            self.store_path, self.own, render, connected=self.link.connected.is_set
         )
         self.forwarders = [self.alerts_out]
+        if secrets is None:
+            secrets = SecretsFile(secrets_path(data)).current
         self.worker = Worker(
             site,
             self.store,
-            self.link,
+            self.own,
             self.topics,
             clock,
             self._start,
             grace,
             on_commit=self._wake_forwarders,
             max_payload_bytes=max_payload_bytes,
+            secrets=secrets,
         )
         self._submitted: deque[Submitted] = deque()
         self._republish = threading.Event()
+        self._heal_status = threading.Event()  # someone else changed gateway/status
+        self.healed = 0
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._work, name="gateway-worker", daemon=True)
         self.failure: BaseException | None = None
@@ -170,6 +179,7 @@ class Gateway:
         out = dict(self._counters)
         out.update(self.link.counters)
         out.update(self.worker.counters)
+        out["retained_healed"] = self.healed
         for forwarder in self.forwarders:
             for key, value in forwarder.counters.items():
                 out[f"{forwarder.cursor_name}_{key}"] = value
@@ -214,10 +224,23 @@ class Gateway:
             self.alerts_out.republish()
 
     def _on_output(self, msg: Message) -> None:
-        # Network thread. A retained alert someone left (an earlier store, a crash before the
-        # close went out): the forwarder clears it unless the store holds it open (issue 8/10).
-        if msg.retain and msg.topic.startswith(self.topics.base + "/alert/"):
+        # Network thread. With MQTT 5 *no local*, whatever arrives on our output topics came
+        # from someone else (on 3.1.1, only retained messages get here). Retained state heals
+        # itself (issue 13): an alert someone changed, emptied or left behind is put back as
+        # the store holds it (the forwarder); patrol/status and gateway/status are published
+        # again by the worker at once. Each heal is counted (`retained_healed`).
+        if msg.topic.startswith(self.topics.base + "/alert/"):
             self.alerts_out.seen_retained(msg)
+        elif msg.topic == self.topics.patrol_status:
+            mine = self.own.last.get(msg.topic)
+            if mine is not None and msg.payload != mine:
+                self._republish.set()
+                self.healed += 1
+                self.inbox.put_nowait(_WAKE)
+        elif msg.topic == self.topics.gateway_status and msg.payload.strip().lower() != ONLINE:
+            self._heal_status.set()
+            self.healed += 1
+            self.inbox.put_nowait(_WAKE)
 
     def _wake_forwarders(self) -> None:
         for forwarder in self.forwarders:
@@ -254,6 +277,9 @@ class Gateway:
             if self._republish.is_set():
                 self._republish.clear()
                 self.worker.republish()
+            if self._heal_status.is_set():
+                self._heal_status.clear()
+                self.own.publish(self.topics.gateway_status, ONLINE, 1, True)
             try:
                 self.worker.step(batch, commands)
             except StoreUnavailable as exc:
@@ -311,6 +337,27 @@ class Gateway:
         }
         self.store.set_meta("heartbeat", json.dumps(beat))
         self.store.commit()
+
+
+class OwnRetained:
+    """The link as the worker and the forwarders see it; remembers the last retained payload
+    the gateway published on each topic, so a foreign change can be told from its own."""
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self.last: dict[str, bytes] = {}
+
+    def ack(self, msg: Message) -> None:
+        """As `Link.ack`."""
+        self.link.ack(msg)
+
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
+    ) -> Callable[[], bool] | None:
+        """As `Link.publish`, remembering retained payloads."""
+        if retain:
+            self.last[topic] = payload
+        return self.link.publish(topic, payload, qos, retain)
 
 
 def site_changes(old: Site, new: Site) -> str:

@@ -9,6 +9,7 @@ readers:  {fd-1: {bridge: "64 hex"}}                      # reader bridge key
 
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 import secrets as _random
@@ -18,6 +19,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.config.models import normalize_uid
+
+log = logging.getLogger(__name__)
 
 Hex = Annotated[str, Field(pattern=r"^[0-9a-fA-F]+$")]
 
@@ -99,6 +102,35 @@ def load_secrets(path: pathlib.Path) -> Secrets:
         return Secrets.model_validate(raw)
     except (yaml.YAMLError, ValidationError, ValueError) as exc:
         raise SecretsError(f"密钥文件有误 / {path}: {exc}") from exc
+
+
+class SecretsFile:
+    """The secrets file, read again when it changes (`qr` adds a person's secret while the
+    gateway runs); a file that turns bad keeps the last good secrets and says so once."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+        self._secrets = load_secrets(path)  # a bad file at start is an error at start
+        self._stamp = self._stat()
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def current(self) -> Secrets:
+        """The secrets as the file holds them now."""
+        stamp = self._stat()
+        if stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                self._secrets = load_secrets(self.path)
+            except SecretsError as exc:
+                log.error("%s; keeping the secrets read before", exc)
+        return self._secrets
 
 
 def add_qr_secret(path: pathlib.Path, person: str) -> bytes:
