@@ -383,3 +383,23 @@ def test_check_config_validates_max_backdate_hours_and_require(tmp_path: pathlib
         load_site(path)
     message = str(caught.value)
     assert "duty.max_backdate_hours" in message and "posts[model-home].require" in message
+
+
+def test_the_reader_bridge_signs_what_the_gateway_checks() -> None:
+    """Prevents the bridge and the gateway disagreeing on what the MAC covers (every buffered
+    scan would then be flagged): a scan the bridge kept for 30 hours still counts, and the same
+    scan unsigned is `backdated`."""
+    from devices.reader_bridge import scan_payload
+
+    read_at = (T0 - dt.timedelta(hours=30)).astimezone(dt.timezone(dt.timedelta(hours=8)))
+    topic = "estate/zcity/reader/fd-1/scan"
+    signed = scan_payload("04:a2:24:b1:c2:33:80", "nfc", read_at, 41, BRIDGE_KEY)
+    plain = scan_payload("04:a2:24:b1:c2:33:80", "nfc", read_at, 42, None)
+    p = pipeline()
+    (ok,) = p.handle(Message(topic, signed, T0, qos=1)).answers
+    assert ok.ok and ok.flags == ()
+    (late,) = p.handle(Message(topic, plain, T0, qos=1)).answers
+    assert not late.ok and late.flags == ("backdated",)
+    other_key = scan_payload("04:a2:24:b1:c2:33:80", "nfc", read_at, 43, b"z" * 32)
+    (forged,) = p.handle(Message(topic, other_key, T0, qos=1)).answers
+    assert not forged.ok and forged.flags == ("bad_signature",)
