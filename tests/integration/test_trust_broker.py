@@ -201,3 +201,48 @@ def test_a_rerun_keeps_every_secret(site: Site, tmp_path: pathlib.Path) -> None:
     assert first == again and len(set(first.values())) == len(first)
     assert (tmp_path / "credentials.csv").stat().st_mode & 0o077 == 0
     assert (tmp_path / "gateway.password").read_text().strip() == first["zcity.gateway"]
+
+
+def test_the_gateway_runs_on_the_generated_broker_and_a_foreign_tx1_reading_closes_nothing(
+    broker: Mosquitto, passwords: dict[str, str], site: Site, tmp_path: pathlib.Path
+) -> None:
+    """End to end, the first attack of issue 13: a real overload alert opened by tx-1 must
+    stay open when another identity posts a reading as tx-1 that is back in range; the
+    gateway itself connects with its generated credentials and answers the readers."""
+    from gateway.app import Gateway
+    from gateway.ingest.mqtt import BrokerUrl
+    from tests.support.gateway import wait_until
+
+    url = BrokerUrl(broker.host, broker.port, False, "zcity.gateway", passwords["zcity.gateway"])
+    gateway = Gateway(site, url, tmp_path, "estate", client_id="patrol-gateway-zcity-trust")
+    with (
+        client(broker, passwords, "zcity.display") as display,
+        client(broker, passwords, "zcity.equipment.tx-1") as meter,
+        client(broker, passwords, "zcity.equipment.chiller-1") as attacker,
+        client(broker, passwords, "zcity.reader.fd-1") as reader,
+    ):
+        display.subscribe(f"{BASE}/alert/+", f"{BASE}/gateway/status")
+        reader.subscribe(f"{BASE}/reader/fd-1/ack")
+        gateway.start()
+        try:
+            display.wait_for(
+                lambda m: m.topic.endswith("gateway/status") and m.payload == b"online"
+            )
+            meter.publish(f"{BASE}/equipment/tx-1/reading", b'{"values": {"load_pct": 99}}')
+            (opened,) = display.wait_for(lambda m: "/alert/" in m.topic and b"tx-1" in m.payload)
+            attacker.publish(f"{BASE}/equipment/tx-1/reading", b'{"values": {"load_pct": 10}}')
+            reader.publish(
+                f"{BASE}/reader/fd-1/scan",
+                b'{"credential": "04A224B1C23380", "method": "nfc", "seq": 1}',
+            )
+            (answer,) = reader.wait_for(lambda m: m.topic.endswith("fd-1/ack"))
+            assert answer.json()["ok"] is True
+            counters = wait_until(
+                lambda: gateway.counters, lambda c: c.get("reading", 0) >= 1, 5, "the reading"
+            )
+            assert counters["reading"] == 1  # the attacker's never reached the gateway
+            alert_id = opened.topic.rsplit("/", 1)[-1]
+            stored = gateway.pipeline.book.by_id(alert_id)
+            assert stored is not None and stored.state == "open"
+        finally:
+            gateway.stop()
