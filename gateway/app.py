@@ -33,7 +33,7 @@ from gateway.ingest.topics import Topics
 from gateway.pipeline import CommandOutcome, Pipeline
 from gateway.signals import StopSignal
 from gateway.store.sqlite import SqliteStore, store_file
-from gateway.trust.secrets import Secrets, SecretsFile, secrets_path
+from gateway.trust.secrets import Secrets, SecretsError, SecretsFile, secrets_path
 from gateway.worker import Link, StoreUnavailable, Submitted, Worker
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,8 @@ class Gateway:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         secrets: Callable[[], Secrets] | None = None,
     ) -> None:
+        if secrets is None:  # first, so a bad secrets file stops the start before anything opens
+            secrets = SecretsFile(secrets_path(data)).current
         self.site = site
         self.topics = Topics(root, site.id)
         self.clock = clock
@@ -105,8 +107,6 @@ class Gateway:
             self.store_path, self.own, render, connected=self.link.connected.is_set
         )
         self.forwarders = [self.alerts_out]
-        if secrets is None:
-            secrets = SecretsFile(secrets_path(data)).current
         self.worker = Worker(
             site,
             self.store,
@@ -412,16 +412,20 @@ def run_gateway(
         return 2
     # The grace is two real seconds; under a scaled clock that is more clock time.
     grace = DEADLINE_GRACE * (clock.speed if isinstance(clock, ScaledClock) else 1.0)
-    gateway = Gateway(
-        site,
-        url,
-        data,
-        root,
-        clock=clock,
-        grace=grace,
-        site_file=site_file,
-        max_payload_bytes=max_payload_bytes,
-    )
+    try:
+        gateway = Gateway(
+            site,
+            url,
+            data,
+            root,
+            clock=clock,
+            grace=grace,
+            site_file=site_file,
+            max_payload_bytes=max_payload_bytes,
+        )
+    except SecretsError as exc:  # PATROL_SECRETS: a bad secrets file stops the start, says why
+        log.error("%s", exc)
+        return 2
     reload = _ReloadFlag()
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, reload.on_signal)

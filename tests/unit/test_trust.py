@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from gateway.config import ConfigError, Site, load_site, parse_site
-from gateway.events import Message
+from gateway.events import Message, Scan
 from gateway.ingest.topics import Topics
 from gateway.pipeline import Pipeline
 from gateway.store.sqlite import SqliteStore
@@ -266,13 +266,8 @@ def forged_patrol(bridge_key: bytes | None) -> list[Message]:
 
 
 def run_day(messages: list[Message], bridge_readers: dict[str, str]) -> list[str]:
+    """The rules opened from the duty day's start to 18:01, with these bridge keys."""
     site = trust_site(max_backdate_hours=1)
-    site = parse_site(
-        {
-            **site.config.model_dump(mode="json"),
-            "posts": [{**p.model_dump(mode="json"), "require": "any"} for p in site.config.posts],
-        }
-    )
     secrets = Secrets.model_validate(
         {"readers": {r: {"bridge": k} for r, k in bridge_readers.items()}}
     )
@@ -403,3 +398,51 @@ def test_the_reader_bridge_signs_what_the_gateway_checks() -> None:
     other_key = scan_payload("04:a2:24:b1:c2:33:80", "nfc", read_at, 43, b"z" * 32)
     (forged,) = p.handle(Message(topic, other_key, T0, qos=1)).answers
     assert not forged.ok and forged.flags == ("bad_signature",)
+
+
+def test_the_store_and_the_memory_twin_judge_sun_counters_alike() -> None:
+    """Prevents the unit tests' twin and the store's SQL drifting apart on what a replayed or
+    out-of-order counter is (the store is what runs)."""
+    from gateway.trust.verify import MemoryCounters
+
+    store, twin = SqliteStore(), MemoryCounters()
+    for i, (counter, minutes) in enumerate([(10, 0), (12, 10), (20, 30)]):
+        at = T0 + dt.timedelta(minutes=minutes)
+        twin.add(AN_UID, counter, at)
+        base = scan_msg({}, at)
+        store.add_scan(
+            Scan(
+                "fd-1",
+                "front-desk",
+                AN_UID,
+                "nfc",
+                None,
+                at,
+                base.received_at,
+                i,
+                sun_counter=counter,
+            )
+        )
+    cases = [(10, 5), (12, 40), (11, 5), (11, 20), (13, 20), (21, 31), (21, 29), (9, -1), (15, 30)]
+    for counter, minutes in cases:
+        at = T0 + dt.timedelta(minutes=minutes)
+        assert store.sun_conflict(AN_UID, counter, at) == twin.sun_conflict(AN_UID, counter, at)
+    assert twin.sun_conflict(AN_UID, 12, T0) == "seen"
+    assert twin.sun_conflict(AN_UID, 11, T0 + dt.timedelta(minutes=20)) == "order"
+    assert twin.sun_conflict(AN_UID, 21, T0 + dt.timedelta(minutes=31)) is None
+    assert store.sun_conflict("04AABBCCDDEEFF", 10, T0) is None
+
+
+def test_a_bad_secrets_file_stops_the_start_with_the_reason(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Prevents a gateway running with a secrets file it could not read, where every signed
+    scan would silently count as a plain one."""
+    from gateway.app import run_gateway
+
+    bad = tmp_path / "keys.yaml"
+    bad.write_text("people: {wang-fang: {qr: not-hex}}\n", encoding="utf-8")
+    monkeypatch.setenv("PATROL_SECRETS", str(bad))
+    assert run_gateway(trust_site(), "mqtt://127.0.0.1:1", tmp_path / "data", "estate") == 2
+    assert "keys.yaml" in caplog.text
+    assert not (tmp_path / "data").exists()
