@@ -96,3 +96,30 @@ def test_qr_prints_the_current_code_and_keeps_its_secret(tmp_path: pathlib.Path)
     assert runner.invoke(app, args).output.strip() == code
     none = runner.invoke(app, ["qr", "--by", "zhang-wei", "-c", str(SITE), "--data", str(tmp_path)])
     assert none.exit_code == 1 and "no qr: credential" in none.output
+
+
+def test_qr_serves_a_page_with_the_current_code(tmp_path: pathlib.Path) -> None:
+    """Prevents the phone's page showing a code the gateway refuses, or no QR image at all."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    command = [sys.executable, "-m", "gateway", "qr", "--by", "wang-fang", "-c", str(SITE)]
+    command += ["--data", str(tmp_path), "--serve", "127.0.0.1:0"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip().rsplit(" ", 1)[-1]
+        assert url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(url, timeout=10) as response:
+            page = response.read().decode()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    key = load_secrets(tmp_path / "secrets.yaml").qr_key("wang-fang")
+    assert key is not None and "<svg" in page and "王芳" in page
+    code = page.split("<code>", 1)[1].split("</code>", 1)[0]
+    signed = qr.parse(code)
+    assert signed is not None and qr.verify(key, signed, dt.datetime.now(dt.UTC)) is None
