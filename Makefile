@@ -10,10 +10,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 # Only folders that exist: git does not keep an empty one, and ruff fails on a missing path.
-SRC    := $(wildcard gateway devices tests)
+SRC    := $(wildcard gateway devices tests dashboards)
 APT_PACKAGES := mosquitto mosquitto-clients socat
 
-.PHONY: help venv setup run mosquitto lint test bench fmt clean distclean
+.PHONY: help venv setup run mosquitto influxdb lint test bench fmt clean distclean
 
 help:
 	@echo "make run        运行演示（内置 broker）/ run the demo (embedded broker)"
@@ -22,6 +22,7 @@ help:
 	@echo "make fmt        格式化并自动修复 / format and auto-fix"
 	@echo "make bench      性能测试 / benchmarks"
 	@echo "make mosquitto  安装 Mosquitto（测试需要）/ install Mosquitto (the tests need it)"
+	@echo "make influxdb   安装 InfluxDB 1.6（测试需要）/ install InfluxDB 1.6 (the tests need it)"
 	@echo "make clean      删除缓存与构建产物 / remove caches and build output (distclean: also .venv)"
 
 venv setup: $(STAMP)
@@ -66,16 +67,33 @@ mosquitto:
 	  exit 1; \
 	fi
 
+# Debian's InfluxDB 1.6.7: the tests start their own `influxd` on a free loopback port with a
+# generated config (tests/support/influx.py), never the system service, and put a stand-in for
+# 1.8+'s /api/v2/write in front of it.
+influxdb:
+	@export PATH="$$PATH:/usr/sbin:/sbin"; \
+	if command -v influxd >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" -eq 0 ]; then \
+	  echo "正在安装 / installing: influxdb"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -q; \
+	  apt-get install -y -q influxdb; \
+	else \
+	  echo "缺少 influxd。请运行：sudo apt-get install influxdb" >&2; \
+	  echo "influxd is missing. Please run: sudo apt-get install influxdb" >&2; \
+	  exit 1; \
+	fi
+
 lint: $(STAMP)
 	$(BIN)/ruff check $(SRC)
 	$(BIN)/ruff format --check $(SRC)
 	$(BIN)/mypy
 
 # pytest's exit status 5 ("no tests collected") is left as a failure on purpose.
-test: $(STAMP) mosquitto lint
+test: $(STAMP) mosquitto influxdb lint
 	$(BIN)/pytest -q
 
-bench: $(STAMP) mosquitto
+bench: $(STAMP) mosquitto influxdb
 	$(BIN)/python -m tests.bench
 
 fmt: $(STAMP)

@@ -25,7 +25,9 @@ from gateway.clock import ScaledClock, wall_clock
 from gateway.commands import Command
 from gateway.config.site import Site
 from gateway.events import Message
-from gateway.forward import MqttAlerts
+from gateway.forward import Forwarder, MqttAlerts
+from gateway.influx.forward import InfluxOut, InfluxSettings
+from gateway.influx.live import StatusTap, forward_lagging
 from gateway.ingest.inbox import Inbox
 from gateway.ingest.mqtt import DEFAULT_MAX_PAYLOAD_BYTES, BrokerUrl, MqttLink
 from gateway.ingest.render import Renderer
@@ -70,6 +72,8 @@ class Gateway:
         site_file: pathlib.Path | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         secrets: Callable[[], Secrets] | None = None,
+        influx: InfluxSettings | None = None,
+        keep_readings_days: float = 90.0,
     ) -> None:
         if secrets is None:  # first, so a bad secrets file stops the start before anything opens
             secrets = SecretsFile(secrets_path(data)).current
@@ -106,11 +110,25 @@ class Gateway:
         self.alerts_out = MqttAlerts(
             self.store_path, self.own, render, connected=self.link.connected.is_set
         )
-        self.forwarders = [self.alerts_out]
+        self.forwarders: list[Forwarder] = [self.alerts_out]
+        self._counters: dict[str, int] = {}
+        self.influx: InfluxOut | None = None
+        worker_link: Link = self.own
+        if influx is not None:  # §8: one forwarder per table; readings kept N days once sent
+            self.influx = InfluxOut(
+                self.store_path,
+                influx,
+                lambda: self.site,
+                clock,
+                lambda: self._counters,
+                keep_readings_days,
+            )
+            self.forwarders += self.influx.forwarders
+            worker_link = StatusTap(self.own, self.topics.patrol_status, self.influx.offer_status)
         self.worker = Worker(
             site,
             self.store,
-            self.own,
+            worker_link,
             self.topics,
             clock,
             self._start,
@@ -128,7 +146,6 @@ class Gateway:
         self.failure: BaseException | None = None
         self.store_failing = False
         self._last_heartbeat = 0.0
-        self._counters: dict[str, int] = {}
         self.site_file = site_file
         self._pending_site: tuple[Site, str] | None = None
         self._reload_outcome: dict[str, object] | None = None
@@ -151,6 +168,8 @@ class Gateway:
         self._thread.join(timeout=drain_seconds + 5)
         for forwarder in self.forwarders:
             forwarder.stop()
+        if self.influx is not None:
+            self.influx.close()
         self.link.stop()
         if self._thread.is_alive():
             log.error("工作线程未停止 / the worker did not stop; the store is left open")
@@ -280,6 +299,9 @@ class Gateway:
             if self._heal_status.is_set():
                 self._heal_status.clear()
                 self.own.publish(self.topics.gateway_status, ONLINE, 1, True)
+            if self.influx is not None:  # rule 12, live only: the age is a number in memory
+                now = self.clock()
+                forward_lagging(self.worker.pipeline, self.influx.age(now), now)
             try:
                 self.worker.step(batch, commands)
             except StoreUnavailable as exc:
@@ -400,6 +422,8 @@ def run_gateway(
     clock: Clock = wall_clock,
     site_file: pathlib.Path | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    influx: InfluxSettings | None = None,
+    keep_readings_days: float = 90.0,
 ) -> int:
     """Run until SIGINT/SIGTERM; return the exit code (70 if the worker died)."""
     logging.basicConfig(
@@ -422,6 +446,8 @@ def run_gateway(
             grace=grace,
             site_file=site_file,
             max_payload_bytes=max_payload_bytes,
+            influx=influx,
+            keep_readings_days=keep_readings_days,
         )
     except SecretsError as exc:  # PATROL_SECRETS: a bad secrets file stops the start, says why
         log.error("%s", exc)

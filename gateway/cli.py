@@ -7,10 +7,12 @@ import io
 import pathlib
 import sys
 from collections import Counter
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from gateway.cli_backup import backup_command
+from gateway.cli_forward import forward_command
 from gateway.cli_ops import (
     DataOpt,
     alert_app,
@@ -24,6 +26,9 @@ from gateway.clihelp import TidyGroup
 from gateway.config import ConfigError, Site, load_site
 from gateway.extras import requires_extra
 from gateway.trust.cli import broker_config_command, qr_command
+
+if TYPE_CHECKING:
+    from gateway.influx.forward import InfluxSettings
 
 app = typer.Typer(
     cls=TidyGroup,  # plain help: `FILE`, not `{path}` or `<path>`, on every command
@@ -163,6 +168,37 @@ def replay(
             db.close()
 
 
+InfluxOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--influx",
+        envvar="PATROL_INFLUX_URL",
+        metavar="URL",
+        help="write the time series to this InfluxDB (§8; PATROL_INFLUX_TOKEN, _ORG, _BUCKET)",
+    ),
+]
+KeepOpt = Annotated[
+    float,
+    typer.Option(
+        envvar="PATROL_KEEP_READINGS_DAYS",
+        metavar="N",
+        min=0.001,
+        help="delete readings older than this once InfluxDB has them (only with --influx)",
+    ),
+]
+
+
+def _influx(url: str | None) -> InfluxSettings | None:
+    """`--influx` and the PATROL_INFLUX_* variables, or None without an InfluxDB."""
+    from gateway.influx.forward import InfluxSettings
+
+    if not url:
+        return None
+    with requires_extra("influx"):
+        import influxdb_client  # noqa: F401  (say which extra is missing before starting)
+    return InfluxSettings.from_env(url)
+
+
 @app.command()
 def run(
     config: ConfigOpt,
@@ -194,6 +230,8 @@ def run(
             help="larger messages are refused before they are queued",
         ),
     ] = 65_536,
+    influx: InfluxOpt = None,
+    keep_readings_days: KeepOpt = 90.0,
     clock_start: Annotated[str | None, typer.Option(hidden=True)] = None,
     clock_speed: Annotated[float, typer.Option(hidden=True)] = 1.0,
     clock_anchor: Annotated[float | None, typer.Option(hidden=True)] = None,
@@ -233,7 +271,15 @@ def run(
         clock = ScaledClock(start, clock_speed, anchor)
     raise typer.Exit(
         run_gateway(
-            site, url, data, root, clock, site_file=config, max_payload_bytes=max_payload_bytes
+            site,
+            url,
+            data,
+            root,
+            clock,
+            site_file=config,
+            max_payload_bytes=max_payload_bytes,
+            influx=_influx(influx),
+            keep_readings_days=keep_readings_days,
         )
     )
 
@@ -257,13 +303,21 @@ def demo(
     faults_scale: Annotated[
         float, typer.Option(hidden=True, help="multiplies every injected fault's rate (0: none)")
     ] = 1.0,
+    influx: InfluxOpt = None,
+    keep_readings_days: KeepOpt = 90.0,
 ) -> None:
     """演示 · The whole system on one machine: embedded broker, store, demo site, simulator."""
     with requires_extra("demo"):
         from gateway.demo.runner import run_demo
 
         code = run_demo(
-            port=port, data=data, speed=speed, seconds=seconds, faults_scale=faults_scale
+            port=port,
+            data=data,
+            speed=speed,
+            seconds=seconds,
+            faults_scale=faults_scale,
+            influx=_influx(influx),
+            keep_readings_days=keep_readings_days,
         )
     raise typer.Exit(code)
 
@@ -278,6 +332,8 @@ app.command("reload")(reload_command)
 app.command("health")(health_command)
 app.command("broker-config")(broker_config_command)
 app.command("qr")(qr_command)
+app.command("forward")(forward_command)
+app.command("backup")(backup_command)
 
 CreateOpt = Annotated[
     bool, typer.Option("--create", help="在 --data 下新建存储 / start a new store under --data")

@@ -111,7 +111,7 @@ def send(data: pathlib.Path, body: dict[str, Any], check: Any = None) -> dict[st
                 check(store, command)
         except CommandError as exc:
             raise fail(str(exc)) from None
-        now = dt.datetime.now(dt.UTC)  # the command line is a composition root: it may
+        now = dt.datetime.now(dt.UTC)  # the command line is a composition root: it reads the clock
         ident = store.add_command(command.action, command.body(), command.by, now)
         store.commit()
         running, why = gateway_running(store)

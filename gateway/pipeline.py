@@ -239,7 +239,7 @@ class Pipeline:
             out.transitions = self.engine.process(event, msg.received_at, self.grace)
         if event is not None:
             self.counters[type(event).__name__.lower()] += 1
-        self._record(out.transitions)
+        self.record(out.transitions)
         return out
 
     def _scan(self, scan: Scan, at: dt.datetime) -> list[Transition]:
@@ -268,7 +268,7 @@ class Pipeline:
     def tick(self, now: dt.datetime) -> Outcome:
         """Move the clock to `now`, firing every deadline up to it."""
         transitions = self.engine.advance(now)
-        self._record(transitions)
+        self.record(transitions)
         return Outcome(transitions=transitions)
 
     def status(self) -> dict[str, Any] | None:
@@ -295,7 +295,7 @@ class Pipeline:
         """
         # The deadlines before the command fire first, as they would before a message.
         before = tuple(self.engine.catch_up((at - self.grace, False)))
-        self._record(list(before))
+        self.record(list(before))
         try:
             _check_actor(self.site, command)
             if command.action in NOT_YET:
@@ -309,7 +309,7 @@ class Pipeline:
                 stored_id, command.action, command.body(), command.by, at, "refused", str(exc)
             )
             return CommandOutcome(False, str(exc), (), ident, before)
-        self._record(transitions)
+        self.record(transitions)
         self.counters["commands"] += 1
         outcome = CommandOutcome(True, message, tuple(transitions), None, before)
         result = outcome.to_json(self.site.tz)
@@ -470,7 +470,8 @@ class Pipeline:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _record(self, transitions: list[Transition]) -> None:
+    def record(self, transitions: list[Transition]) -> None:
+        """Store transitions made outside the rules (a forwarder's health, say) and count them."""
         for t in transitions:
             self.store.add_transition(t, self.site.tz)
             self.counters[f"alert_{t.change}"] += 1

@@ -45,12 +45,15 @@ from gateway import payloads
 from gateway.app import Gateway
 from gateway.config import Site, load_site
 from gateway.events import Message
+from gateway.influx.forward import InfluxSettings
 from gateway.ingest.decode import Decoder
 from gateway.ingest.mqtt import BrokerUrl
 from gateway.ingest.topics import Topics
 from gateway.replay import Recorded, read_events, replay
 from gateway.store.sqlite import SqliteStore
-from tests.support.mosquitto import Mosquitto, find_mosquitto
+from tests.bench_influx import forwarding
+from tests.support.influx import TOKEN, Influxd, V2Adapter
+from tests.support.mosquitto import Mosquitto, find_mosquitto, free_port
 from tests.support.mqtt import MqttClient
 
 SITE_FILE = Path(gateway.__file__).parent / "sites" / "zcity.yaml"
@@ -238,10 +241,15 @@ def wait_online(url: str, topics: Topics, timeout: float = 10.0) -> None:
 
 @contextmanager
 def running_gateway(
-    site: Site, url: str, data: Path, root: str, client_id: str
+    site: Site,
+    url: str,
+    data: Path,
+    root: str,
+    client_id: str,
+    influx: InfluxSettings | None = None,
 ) -> Iterator[Gateway]:
     """A started gateway whose subscriptions are in place; stopped on the way out."""
-    gw = Gateway(site, BrokerUrl.parse(url), data, root=root, client_id=client_id)
+    gw = Gateway(site, BrokerUrl.parse(url), data, root=root, client_id=client_id, influx=influx)
     gw.start()
     try:
         if not gw.link.connected.wait(10):
@@ -423,12 +431,16 @@ def latency_echo(broker: Mosquitto, site: Site, args: argparse.Namespace) -> Lat
 
 
 def latency_gateway(
-    broker: Mosquitto, site: Site, data: Path, args: argparse.Namespace
+    broker: Mosquitto,
+    site: Site,
+    data: Path,
+    args: argparse.Namespace,
+    influx: InfluxSettings | None = None,
 ) -> tuple[Latency, str]:
     """The gateway receives, stores, commits, acknowledges and answers each scan."""
-    topics = Topics("bench-d", site.id)
+    topics = Topics("bench-d" if influx is None else "bench-i", site.id)
     client_id = f"bench-gw-{run_id()}"
-    with running_gateway(site, broker.url, data, topics.root, client_id) as gw:
+    with running_gateway(site, broker.url, data, topics.root, client_id, influx) as gw:
         result = run_latency_client(broker, site, topics.base, "ack", args)
     forget_session(broker.url, client_id)
     counters = gw.counters
@@ -604,6 +616,22 @@ def main(argv: list[str] | None = None) -> int:
         say(f"  raw broker echo: {show(echo)}")
         lat, lat_note = latency_gateway(broker, site, Path(tmp) / "latency", args)
         say(f"  gateway answers: {show(lat)} ({lat_note})")
+        with Influxd() as influxd, V2Adapter(influxd) as adapter:
+            influxd.create_database("latency")
+            up = InfluxSettings(adapter.url, TOKEN, "patrol", "latency/autogen")
+            lat_up, _ = latency_gateway(broker, site, Path(tmp) / "latency-up", args, up)
+        say(f"  gateway answers, --influx with InfluxDB up: {show(lat_up)}")
+        # --influx at a port where nothing listens: InfluxDB down for the whole run.
+        down = InfluxSettings(f"http://127.0.0.1:{free_port()}", "u:p", "patrol", "x/autogen")
+        lat_down, _ = latency_gateway(broker, site, Path(tmp) / "latency-down", args, down)
+        say(f"  gateway answers, --influx with InfluxDB down: {show(lat_down)}")
+        say("4. forwarding: a 30-minute backlog at the demo's rate, through the v2 stand-in")
+        fwd = forwarding(site, Path(tmp))
+        say(
+            f"  {fwd.rows} rows ({fwd.demo_rate:g} rows/s live): drained in "
+            f"{fmt(fwd.drain_seconds, 2)} s = {fmt(fwd.forwarder_rate)} lines/s; bare client "
+            f"{fmt(fwd.bare_rate)} lines/s; {fmt(fwd.forwarder_rate / fwd.demo_rate)}x live rate"
+        )
 
     say(f"3. replay: {args.lines} synthetic lines over two simulated days")
     speed = replay_speed(site, synthetic_events(site, args.lines), REPLAY_BUDGET)
@@ -618,6 +646,9 @@ def main(argv: list[str] | None = None) -> int:
         ("scan→answer p50 (ms)", lat.p50, echo.p50, "raw broker echo, same rate", 2),
         ("scan→answer p99 (ms)", lat.p99, echo.p99, "raw broker echo, same rate", 2),
         ("scan→answer max (ms)", lat.max, echo.max, "raw broker echo, same rate", 2),
+        ("answer p99, Influx up", lat_up.p99, lat.p99, "the gateway without --influx", 2),
+        ("answer p99, Influx down", lat_down.p99, lat_up.p99, "--influx, InfluxDB up", 2),
+        ("forward (lines/s)", fwd.forwarder_rate, fwd.bare_rate, "bare influxdb-client", 0),
         ("replay (events/s)", speed.replay_rate, speed.decode_rate, "read+decode, same lines", 0),
     ]
     print()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.influx import Influxd, find_influxd
 from tests.support.mosquitto import Mosquitto, find_mosquitto
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -73,3 +74,28 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if _skipped_for_shared:
         terminalreporter.write_sep("!", "../shared MISSING", yellow=True, bold=True)
         terminalreporter.write_line(_skipped_for_shared[0], yellow=True, bold=True)
+
+
+def _new_influxd() -> Influxd:
+    # Like the broker: a missing influxd fails (`make influxdb` installs it), never skips.
+    if find_influxd() is None:
+        pytest.fail(
+            "influxd 未安装：请运行 `make influxdb`。"
+            " / influxd is not installed: run `make influxdb`.",
+            pytrace=False,
+        )
+    return Influxd()
+
+
+@pytest.fixture(scope="session")
+def influxd() -> Iterator[Influxd]:
+    """One private InfluxDB 1.6 for the session; tests use databases of their own."""
+    with _new_influxd() as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_influxd() -> Iterator[Influxd]:
+    """A private InfluxDB for one test, which may stop and start it."""
+    with _new_influxd() as server:
+        yield server

@@ -39,6 +39,7 @@ from gateway.demo.display import (
     print_final,
     print_transitions,
 )
+from gateway.influx.forward import InfluxSettings
 from gateway.ingest.mqtt import BrokerUrl
 from gateway.signals import StopSignal
 
@@ -55,7 +56,13 @@ FIRST_FAULTS_WITHIN_MINUTES = 90.0
 
 
 def run_demo(
-    port: int | None, data: Path | None, speed: float, seconds: float, faults_scale: float = 1.0
+    port: int | None,
+    data: Path | None,
+    speed: float,
+    seconds: float,
+    faults_scale: float = 1.0,
+    influx: InfluxSettings | None = None,
+    keep_readings_days: float = 90.0,
 ) -> int:
     """Run the demo until Ctrl-C / SIGTERM, or for `seconds` (> 0); return the exit code.
     `port` None means 1883, or a free port if 1883 is taken (`make run` must always work);
@@ -97,7 +104,20 @@ def run_demo(
                 scale=faults_scale, first_within_minutes=FIRST_FAULTS_WITHIN_MINUTES
             )
             fresh = data is None
-            return _run(out, err, site, broker, store_dir, fresh, speed, seconds, faults, stop)
+            return _run(
+                out,
+                err,
+                site,
+                broker,
+                store_dir,
+                fresh,
+                speed,
+                seconds,
+                faults,
+                stop,
+                influx,
+                keep_readings_days,
+            )
         finally:
             broker.stop()
             if data is None:
@@ -152,6 +172,8 @@ def _run(
     seconds: float,
     faults: FaultConfig,
     stop: StopSignal,
+    influx: InfluxSettings | None = None,
+    keep_readings_days: float = 90.0,
 ) -> int:
     store = store_dir / f"{site.id}.sqlite"  # where Gateway keeps it (gateway/app.py)
     start, seq_base = _resume(store, demo_start(site, dt.datetime.now(dt.UTC)))
@@ -164,7 +186,16 @@ def _run(
     )
     # The deadline grace is two real seconds, in simulated time (speed = minutes a second).
     grace = dt.timedelta(minutes=2 * speed)
-    gw = Gateway(site, BrokerUrl.parse(broker.url), store_dir, root=ROOT, clock=clock, grace=grace)
+    gw = Gateway(
+        site,
+        BrokerUrl.parse(broker.url),
+        store_dir,
+        root=ROOT,
+        clock=clock,
+        grace=grace,
+        influx=influx,
+        keep_readings_days=keep_readings_days,
+    )
     publisher = Publisher(sim, broker.url, clock)
     failures: list[BaseException] = []
     # The simulator thread's own stop: set by this thread, never by a signal handler.

@@ -128,6 +128,12 @@ class SqliteStore:
         }
         self._rejected_floor = 0
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The underlying connection, for the store's own query modules (the InfluxDB
+        forwarders' table readers) that run on a connection of their own."""
+        return self._db
+
     def close(self) -> None:
         """Commit (if anything was written) and close."""
         if self._db.in_transaction:

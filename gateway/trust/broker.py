@@ -9,7 +9,7 @@
   salt, as `mosquitto_passwd` writes them);
 * `acl`: each reader may publish only its own `scan` and `status` and read only its own `ack`;
   each equipment only its own `reading` and `status`; the gateway everything of its site;
-  displays read alerts, statuses and readings and write nothing;
+  displays read alerts, statuses, readings and the broker's uptime, and write nothing;
 * `credentials.csv` (`username,password,kind,id`, mode 0600): a generated secret per identity.
   A rerun keeps the secrets already there, adds new devices and drops removed ones;
 * `gateway.password`: the gateway's password alone, for `PATROL_BROKER_PASSWORD_FILE`.
@@ -115,6 +115,7 @@ def acl(site: Site, root: str, users: list[Identity]) -> str:
             for topic in ("alert/+", "patrol/status", "gateway/status", "device/+/status"):
                 lines.append(f"topic read {base}/{topic}")
             lines.append(f"topic read {base}/equipment/+/reading")
+            lines.append("topic read $SYS/broker/uptime")  # the compose health check
         elif user.kind == "reader":
             lines.append(f"topic write {base}/reader/{user.ident}/scan")
             lines.append(f"topic write {base}/device/{user.ident}/status")
