@@ -446,3 +446,20 @@ def test_a_bad_secrets_file_stops_the_start_with_the_reason(
     assert run_gateway(trust_site(), "mqtt://127.0.0.1:1", tmp_path / "data", "estate") == 2
     assert "keys.yaml" in caplog.text
     assert not (tmp_path / "data").exists()
+
+
+def test_a_flagged_out_scan_is_not_ok_in_influxdb(tmp_path: pathlib.Path) -> None:
+    """Prevents the dashboards counting a backdated scan as a good sign-in while the reader
+    was told ok: false (contract §5, §8 `ok`)."""
+    from gateway.influx.points import SCANS, Points
+
+    site = trust_site()
+    p = pipeline(site, store=SqliteStore(tmp_path / "s.sqlite"))
+    body = {"credential": "04A224B1C23380", "method": "nfc", "seq": 1}
+    body["ts"] = (T0 - dt.timedelta(hours=30)).isoformat()
+    (answer,) = p.handle(scan_msg(body)).answers
+    assert not answer.ok
+    p.store.commit()
+    (row,) = SCANS.fetch(p.store.connection, 0, 10)
+    text = Points(site).scan(row)
+    assert text is not None and "ok=false" in text and 'flags="backdated"' in text
