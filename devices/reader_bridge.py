@@ -44,6 +44,8 @@ from gateway.config.models import ID_RE
 from gateway.extras import requires_extra
 from gateway.ingest.mqtt import BrokerUrl
 from gateway.ingest.topics import Topics
+from gateway.payloads import Method
+from gateway.trust import bridge
 
 with requires_extra("devices"):
     from devices.reader_port import read_port
@@ -71,6 +73,21 @@ class BridgeOptions:
     encoding: str = "utf-8"
     max_queue: int = DEFAULT_MAX_ENTRIES
     window: int = 10  # scans published but not yet acknowledged, at most
+    # The reader's bridge key (the gateway's secrets file, readers.{id}.bridge): every scan is
+    # signed with it, so one stored while the broker was away still counts however late it
+    # arrives (contract §1, §3 `auth.bridge`).
+    bridge_key: bytes | None = None
+
+
+def scan_payload(
+    credential: str, method: Method, at: dt.datetime, seq: int, key: bytes | None
+) -> bytes:
+    """A scan as the bridge sends it, with `auth.bridge.mac` over the values as sent."""
+    body = payloads.scan_body(credential, method, ts=at, seq=seq)
+    if key is not None:
+        mac = bridge.mac(key, body["credential"], body["method"], body.get("ts"), body.get("seq"))
+        body["auth"] = {"bridge": {"mac": mac}}
+    return payloads.encode(body)
 
 
 def _now() -> dt.datetime:
@@ -193,8 +210,9 @@ class ReaderBridge:
         at = self.clock()
         assert self.outbox is not None
         try:
+            key = self.options.bridge_key
             seq = self.outbox.put(
-                self.scan_topic, lambda seq: payloads.scan(credential, method, ts=at, seq=seq)
+                self.scan_topic, lambda seq: scan_payload(credential, method, at, seq, key)
             )
         except (OutboxFull, sqlite3.Error) as error:
             self.counts["refused"] += 1
@@ -365,6 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--default-method", choices=["auto", "nfc", "qr"], default="auto")
     p.add_argument("--encoding", default="utf-8", help="of the reader's lines (gbk for some)")
     p.add_argument("--max-queue", type=int, default=DEFAULT_MAX_ENTRIES)
+    p.add_argument(
+        "--bridge-key-file",
+        type=Path,
+        default=env("PATROL_BRIDGE_KEY_FILE"),
+        help="the reader's bridge key (hex, first line): signs each scan's time",
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -376,6 +400,12 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
+        key = None
+        if args.bridge_key_file is not None:
+            text = Path(args.bridge_key_file).read_text(encoding="utf-8").strip()
+            key = bytes.fromhex(text.splitlines()[0] if text else "")
+            if not key:
+                raise ValueError(f"--bridge-key-file {args.bridge_key_file}: empty")
         options = BridgeOptions(
             port=args.port,
             reader=args.reader,
@@ -387,9 +417,10 @@ def main(argv: list[str] | None = None) -> int:
             default_method=args.default_method,
             encoding=args.encoding,
             max_queue=args.max_queue,
+            bridge_key=key,
         )
         bridge = ReaderBridge(options)
-    except ValueError as error:
+    except (ValueError, OSError) as error:
         print(f"reader_bridge: {error}", file=sys.stderr)
         return 2
     stop = threading.Event()

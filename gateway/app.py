@@ -40,6 +40,7 @@ from gateway.notify.links import link_key
 from gateway.pipeline import CommandOutcome, Pipeline
 from gateway.signals import StopSignal
 from gateway.store.sqlite import SqliteStore, store_file
+from gateway.trust.secrets import Secrets, SecretsError, SecretsFile, secrets_path
 from gateway.worker import Link, StoreUnavailable, Submitted, Worker
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ NOTIFY_BACKOFF_SECONDS = 30.0  # the first retry of a refused notification; doub
 SUMMARY_SECONDS = 60.0
 # Wakes the worker for a submitted command; never stored, never acknowledged.
 _WAKE = Message("", b"", dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+ONLINE = b"online"
 
 
 class Gateway:
@@ -75,10 +77,13 @@ class Gateway:
         grace: dt.timedelta = DEADLINE_GRACE,
         site_file: pathlib.Path | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        secrets: Callable[[], Secrets] | None = None,
         influx: InfluxSettings | None = None,
         keep_readings_days: float = 90.0,
         notify_backoff: float = NOTIFY_BACKOFF_SECONDS,
     ) -> None:
+        if secrets is None:  # first, so a bad secrets file stops the start before anything opens
+            secrets = SecretsFile(secrets_path(data)).current
         self.site = site
         self.topics = Topics(root, site.id)
         self.clock = clock
@@ -109,15 +114,16 @@ class Gateway:
             max_payload_bytes=max_payload_bytes,
         )
         render = Renderer(self.topics, site.tz)
+        self.own = OwnRetained(self.link)  # what we last left retained, to spot foreign changes
         self.alerts_out = MqttAlerts(
-            self.store_path, self.link, render, connected=self.link.connected.is_set
+            self.store_path, self.own, render, connected=self.link.connected.is_set
         )
         # Notifications (§9): decided by the worker with the transitions, sent after commit.
         self.notifier = Notifier(self.store_path, site, backoff_first=notify_backoff)
         self.forwarders: list[Forwarder] = [self.alerts_out, self.notifier]
         self._counters: dict[str, int] = {}
         self.influx: InfluxOut | None = None
-        worker_link: Link = self.link
+        worker_link: Link = self.own
         if influx is not None:  # §8: one forwarder per table; readings kept N days once sent
             self.influx = InfluxOut(
                 self.store_path,
@@ -128,7 +134,7 @@ class Gateway:
                 keep_readings_days,
             )
             self.forwarders += self.influx.forwarders
-            worker_link = StatusTap(self.link, self.topics.patrol_status, self.influx.offer_status)
+            worker_link = StatusTap(self.own, self.topics.patrol_status, self.influx.offer_status)
         # The API shows the patrol status exactly as the worker publishes it (§10).
         self.status_tap = DeskStatusTap(worker_link, self.topics.patrol_status)
         self.worker = Worker(
@@ -141,9 +147,12 @@ class Gateway:
             grace,
             on_commit=self._wake_forwarders,
             max_payload_bytes=max_payload_bytes,
+            secrets=secrets,
         )
         self._submitted: deque[Submitted] = deque()
         self._republish = threading.Event()
+        self._heal_status = threading.Event()  # someone else changed gateway/status
+        self.healed = 0
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._work, name="gateway-worker", daemon=True)
         self.failure: BaseException | None = None
@@ -201,6 +210,7 @@ class Gateway:
         out = dict(self._counters)
         out.update(self.link.counters)
         out.update(self.worker.counters)
+        out["retained_healed"] = self.healed
         for forwarder in self.forwarders:
             for key, value in forwarder.counters.items():
                 out[f"{forwarder.cursor_name}_{key}"] = value
@@ -245,10 +255,23 @@ class Gateway:
             self.alerts_out.republish()
 
     def _on_output(self, msg: Message) -> None:
-        # Network thread. A retained alert someone left (an earlier store, a crash before the
-        # close went out): the forwarder clears it unless the store holds it open (issue 8/10).
-        if msg.retain and msg.topic.startswith(self.topics.base + "/alert/"):
+        # Network thread. With MQTT 5 *no local*, whatever arrives on our output topics came
+        # from someone else (on 3.1.1, only retained messages get here). Retained state heals
+        # itself (issue 13): an alert someone changed, emptied or left behind is put back as
+        # the store holds it (the forwarder); patrol/status and gateway/status are published
+        # again by the worker at once. Each heal is counted (`retained_healed`).
+        if msg.topic.startswith(self.topics.base + "/alert/"):
             self.alerts_out.seen_retained(msg)
+        elif msg.topic == self.topics.patrol_status:
+            mine = self.own.last.get(msg.topic)
+            if mine is not None and msg.payload != mine:
+                self._republish.set()
+                self.healed += 1
+                self.inbox.put_nowait(_WAKE)
+        elif msg.topic == self.topics.gateway_status and msg.payload.strip().lower() != ONLINE:
+            self._heal_status.set()
+            self.healed += 1
+            self.inbox.put_nowait(_WAKE)
 
     def _wake_forwarders(self) -> None:
         for forwarder in self.forwarders:
@@ -285,6 +308,9 @@ class Gateway:
             if self._republish.is_set():
                 self._republish.clear()
                 self.worker.republish()
+            if self._heal_status.is_set():
+                self._heal_status.clear()
+                self.own.publish(self.topics.gateway_status, ONLINE, 1, True)
             if self.influx is not None:  # rule 12, live only: the age is a number in memory
                 now = self.clock()
                 forward_lagging(self.worker.pipeline, self.influx.age(now), now)
@@ -361,6 +387,27 @@ class Gateway:
                 self.store.rollback()
 
 
+class OwnRetained:
+    """The link as the worker and the forwarders see it; remembers the last retained payload
+    the gateway published on each topic, so a foreign change can be told from its own."""
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self.last: dict[str, bytes] = {}
+
+    def ack(self, msg: Message) -> None:
+        """As `Link.ack`."""
+        self.link.ack(msg)
+
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
+    ) -> Callable[[], bool] | None:
+        """As `Link.publish`, remembering retained payloads."""
+        if retain:
+            self.last[topic] = payload
+        return self.link.publish(topic, payload, qos, retain)
+
+
 def site_changes(old: Site, new: Site) -> str:
     """What a reload changes, as one line: `people +li-na −wang-fang; readers +gr-9`."""
     parts = []
@@ -422,19 +469,23 @@ def run_gateway(
         return address
     # The grace is two real seconds; under a scaled clock that is more clock time.
     grace = DEADLINE_GRACE * (clock.speed if isinstance(clock, ScaledClock) else 1.0)
-    gateway = Gateway(
-        site,
-        url,
-        data,
-        root,
-        clock=clock,
-        grace=grace,
-        site_file=site_file,
-        max_payload_bytes=max_payload_bytes,
-        influx=influx,
-        keep_readings_days=keep_readings_days,
-        notify_backoff=notify_backoff,
-    )
+    try:
+        gateway = Gateway(
+            site,
+            url,
+            data,
+            root,
+            clock=clock,
+            grace=grace,
+            site_file=site_file,
+            max_payload_bytes=max_payload_bytes,
+            influx=influx,
+            keep_readings_days=keep_readings_days,
+            notify_backoff=notify_backoff,
+        )
+    except SecretsError as exc:  # PATROL_SECRETS: a bad secrets file stops the start, says why
+        log.error("%s", exc)
+        return 2
     reload = _ReloadFlag()
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, reload.on_signal)

@@ -26,6 +26,7 @@ from gateway.cli_ops import (
 from gateway.clihelp import TidyGroup
 from gateway.config import ConfigError, Site, load_site
 from gateway.extras import requires_extra
+from gateway.trust.cli import broker_config_command, qr_command
 
 if TYPE_CHECKING:
     from gateway.influx.forward import InfluxSettings
@@ -352,6 +353,8 @@ app.add_typer(alert_app, name="alert")
 app.add_typer(incident_app, name="incident")
 app.command("reload")(reload_command)
 app.command("health")(health_command)
+app.command("broker-config")(broker_config_command)
+app.command("qr")(qr_command)
 app.command("forward")(forward_command)
 app.command("backup")(backup_command)
 app.add_typer(token_app, name="token")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from gateway.trust.proof import Proof
 
 Method = Literal["nfc", "qr", "manual"]  # manual: a sign-off entered by hand (§10)
 DeviceState = Literal["online", "offline"]
@@ -45,6 +48,11 @@ class Scan:
     seq: int | None = None
     flags: tuple[str, ...] = ()
     sent_ts: dt.datetime | None = None  # the payload's `ts` as sent (None without one): dedup
+    # Trust (contract §3 `auth`): what vouches for the credential, the SUN read counter the
+    # gateway accepted, and the proof as sent (checked by gateway/trust/verify.py, not stored).
+    assurance: str = "plain_uid"
+    sun_counter: int | None = None
+    proof: Proof | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

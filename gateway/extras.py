@@ -16,6 +16,7 @@ EXTRA_MODULES: dict[str, frozenset[str]] = {
     "devices": frozenset({"serial", "pymodbus"}),
     "api": frozenset({"fastapi", "uvicorn"}),
     "influx": frozenset({"influxdb_client"}),
+    "qr": frozenset({"segno"}),
 }
 
 

@@ -162,28 +162,42 @@ class MqttAlerts(Forwarder):
         self.wake()
 
     def seen_retained(self, msg: Message) -> None:
-        """A retained message on an alert topic that someone else left (network thread)."""
+        """A message on an alert topic from someone else, or retained from before (network
+        thread): housekeeping puts the store's record back if it differs."""
         self._seen.append(msg)
         self.wake()
 
     def housekeeping(self, store: SqliteStore) -> None:
-        """Republish on request; clear retained alerts the store does not hold open."""
+        """Republish on request; clear retained alerts the store does not hold open, and put
+        back the record of an open alert someone else changed or emptied (issue 13)."""
         if self._republish.is_set():
             self._republish.clear()
             try:
                 self._publish_all([self.render.alert(a) for a in store.alerts(open_only=True)])
             except DeliveryFailed:
                 self._republish.set()
-        stale = []
+        stale, healed = [], []
         while self._seen:
             msg = self._seen.popleft()
             ident = msg.topic.rsplit("/", 1)[-1]
-            if not msg.payload:
-                continue
             alert = store.alert(ident)
             if alert is None or alert.state == "closed":
-                stale.append(self.render.alert_record(ident, None))
+                if msg.payload:
+                    stale.append(self.render.alert_record(ident, None))
+                continue
+            ours = self.render.alert(alert)
+            if msg.payload != ours.payload:
+                healed.append(ours)
         store.commit()
+        if healed:
+            log.warning(
+                "保留告警被他人更改，已恢复 / %d retained alerts changed by someone else: "
+                "published again from the store",
+                len(healed),
+            )
+            self.counters["healed"] += len(healed)
+            with contextlib.suppress(DeliveryFailed):
+                self._publish_all(healed)
         if stale:
             log.info(
                 "清除 %d 条过期的保留告警 / clearing %d stale retained alerts",

@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,8 @@ from gateway.rules.registry import build_rules, closes_on_acknowledge
 from gateway.rules.status import on_duty, patrol_status
 from gateway.store.sqlite import SqliteStore, StoredCommand
 from gateway.timeutil import iso
+from gateway.trust.secrets import Secrets
+from gateway.trust.verify import EXCLUDING, Verifier
 
 # How far back a restart reads the record to rebuild the rules: the duty rules look at the
 # current and the previous duty day; rounds and staleness at the last scan or reading.
@@ -135,6 +138,7 @@ class Pipeline:
         live: bool = False,
         grace: dt.timedelta = dt.timedelta(0),
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        secrets: Callable[[], Secrets] = Secrets,
     ) -> None:
         self.site = site
         self.grace = grace
@@ -149,6 +153,7 @@ class Pipeline:
         self.decided: list[Notice] = []
         self.book: AlertBook = ObservedBook(site.id, store.open_alerts(), self.escalation.observe)
         self.flagger = Flagger(site)
+        self.verifier = Verifier(site, secrets, store)  # signatures and backdating (§1, §3)
         self.engine = self._engine(start, [])
         self.counters: Counter[str] = Counter()
         self._last_status: dict[str, Any] | None = None
@@ -196,6 +201,8 @@ class Pipeline:
             if event is None:
                 continue
             if isinstance(event, Scan):
+                if not EXCLUDING.isdisjoint(event.flags):
+                    continue  # backdated or a bad signature: counts for no rule (§5)
                 self.flagger.remember(event)
             scratch.process(event, received, self.grace)
         scratch.catch_up((until, inclusive))
@@ -226,8 +233,9 @@ class Pipeline:
             else:
                 if stored is True:  # the reader's counter started again (§3)
                     event = dataclasses.replace(event, flags=(*event.flags, SEQ_RESET))
-                out.transitions = self._scan(event, msg.received_at)
-                out.answers.append(self._answer(self._last_scan))
+                verdict = self.verifier.check(event)
+                out.transitions = self._scan(verdict.scan, msg.received_at)
+                out.answers.append(self._answer(self._last_scan, verdict.reason))
         elif isinstance(event, Reading):
             stored_reading = self.store.stored_reading(event)
             if stored_reading is True:
@@ -247,12 +255,16 @@ class Pipeline:
         return out
 
     def _scan(self, scan: Scan, at: dt.datetime) -> list[Transition]:
-        scan = self.flagger.flag(scan)
+        counts = EXCLUDING.isdisjoint(scan.flags)  # backdated, bad_signature: no rule (§5)
+        if counts:
+            scan = self.flagger.flag(scan)
         self.store.add_scan(scan)
-        self.flagger.remember(scan)
         for flag in scan.flags:
             self.counters[f"flag_{flag}"] += 1
         self._last_scan = scan
+        if not counts:
+            return []
+        self.flagger.remember(scan)
         return self.engine.process(scan, at, self.grace)
 
     def refuse(self, rejection: Rejection, at: dt.datetime) -> Refusal:
@@ -498,9 +510,15 @@ class Pipeline:
         out, self.decided = self.decided, []
         return out
 
-    def _answer(self, scan: Scan) -> Answer:
+    def _answer(self, scan: Scan, reason: str | None = None) -> Answer:
         locale = self.site.config.site.locale
         person = self.site.people.get(scan.person) if scan.person else None
+        excluded = sorted(EXCLUDING.intersection(scan.flags))
+        if excluded:  # stored, not counted: answered ok: false with the reason (§5)
+            words = ", ".join(excluded)
+            text = reason or messages.bilingual(locale, f"不计入：{words}", f"not counted: {words}")
+            name = None if person is None else person.name
+            return Answer(scan.reader, scan.seq, False, name, text, scan.flags)
         if person is None:
             text = messages.text(locale, "ack.unknown")
         else:

@@ -30,6 +30,7 @@ from gateway.ingest.topics import Topics
 from gateway.notify import console as notify_console
 from gateway.pipeline import CommandOutcome, Outcome, Pipeline
 from gateway.store.sqlite import SqliteStore
+from gateway.trust.secrets import Secrets
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,10 @@ class Worker:
         grace: dt.timedelta = dt.timedelta(0),
         on_commit: Callable[[], None] = lambda: None,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        secrets: Callable[[], Secrets] = Secrets,
     ) -> None:
         self.max_payload_bytes = max_payload_bytes
+        self.secrets = secrets
         self.site = site
         self.store = store
         self.link = link
@@ -167,6 +170,7 @@ class Worker:
             live=True,
             grace=self.grace,
             max_payload_bytes=self.max_payload_bytes,
+            secrets=self.secrets,
         )
         mark = self.store.meta("fired_through")
         count = pipeline.restore(mark)

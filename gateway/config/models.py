@@ -136,6 +136,9 @@ class Duty(_Strict):
     key_posts_deadline: Clock = Field("18:00", description="patrol.key_post_missed decided then")
     absence_fine_yuan: float = Field(100, ge=0, description="4.4, shown in reports")
     max_clock_skew_seconds: float = Field(300, ge=0, description="a later ts is not trusted")
+    max_backdate_hours: float = Field(
+        24, gt=0, description="§1: an older ts counts only with a signature of its own time"
+    )
     early_warnings: EarlyWarnings = Field(default_factory=EarlyWarnings)
 
 
@@ -206,6 +209,9 @@ class Post(_Strict):
     key: bool = Field(False, description="the duty manager signs here every duty day (4.3)")
     readers: list[Id] = Field(default_factory=list, description="fixed readers at this post")
     rounds: Rounds | None = Field(None, description="scheduled rounds (篇5 e)")
+    require: Literal["any", "signed"] = Field(
+        "any", description="signed: a plain card UID here is flagged `unsigned` (§4)"
+    )
 
 
 class Metric(_Strict):

@@ -20,6 +20,7 @@ from gateway.config.site import Site
 from gateway.influx.lines import Field, line, timestamp_ns
 from gateway.roster import Roster, Swap
 from gateway.store.sqlite import SqliteStore, StoredCommand
+from gateway.trust.verify import EXCLUDING
 
 UNKNOWN = "unknown"
 Row = tuple[Any, ...]
@@ -139,7 +140,8 @@ class Points:
             "on_duty": "true" if known and person == manager else "false",
         }
         fields: dict[str, Field] = {
-            "ok": known is not None,
+            # Answered ok: false (§5): unknown, or stored but counting for no rule (trust).
+            "ok": known is not None and EXCLUDING.isdisjoint(json.loads(flags)),
             "seq": -1 if seq is None else int(seq),
             "flags": ",".join(json.loads(flags)),
         }

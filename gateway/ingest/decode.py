@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -21,6 +22,8 @@ from gateway.events import (
 )
 from gateway.ingest.topics import Topics
 from gateway.timeutil import BadTime, parse_instant
+from gateway.trust import bridge, qr
+from gateway.trust.proof import Proof
 
 log = logging.getLogger(__name__)
 
@@ -149,13 +152,23 @@ class Decoder:
             raise _Refused("bad_field", "credential is required: the card UID or the QR text")
         if len(credential) > MAX_CREDENTIAL_CHARS:
             raise _Refused("bad_field", f"credential is longer than {MAX_CREDENTIAL_CHARS} chars")
+        sent_credential = credential
+        signed_qr = None
         if method == "nfc":
             uid = normalize_uid(credential)
             if uid is None:
                 raise _Refused("bad_field", f"nfc credential {credential[:40]!r} is not hex")
             credential = uid
+        else:
+            signed_qr = qr.parse(credential)  # credential~step~mac (§3 `auth`)
+            if signed_qr is not None:
+                credential = signed_qr.credential
         person = self.site.person_for(method, credential)
         time, flags, sent = self._event_time(body, msg)
+        proof = _proof(body.get("auth"), signed_qr)
+        if proof is not None and proof.bridge_mac is not None:
+            text = bridge.signed_text(sent_credential, method, body.get("ts"), body.get("seq"))
+            proof = dataclasses.replace(proof, bridge_text=text)
         return Scan(
             reader=reader,
             post=self.site.reader_post[reader].id,
@@ -167,6 +180,7 @@ class Decoder:
             seq=_seq(body),
             flags=flags,
             sent_ts=sent,
+            proof=proof,
         )
 
     def _reading(self, equipment: str, body: dict[str, Any], msg: Message) -> Decoded:
@@ -264,6 +278,38 @@ def _finite(value: float) -> bool:
 
 def _no_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _proof(auth: object, signed_qr: qr.SignedQr | None) -> Proof | None:
+    """The `auth` object of a scan (§3) and a signed QR's parts; malformed → `bad_field`."""
+    if auth is None:
+        return None if signed_qr is None else Proof(qr=signed_qr)
+    if not isinstance(auth, dict) or not set(auth) <= {"sun", "bridge"}:
+        raise _Refused("bad_field", 'auth must be {"sun": {"picc", "cmac"}, "bridge": {"mac"}}')
+    picc = cmac = None
+    if "sun" in auth:
+        sun = auth["sun"]
+        if not isinstance(sun, dict):
+            raise _Refused("bad_field", 'auth.sun must be {"picc": HEX, "cmac": HEX}')
+        picc = _hex(sun.get("picc"), 16, "auth.sun.picc")
+        cmac = _hex(sun.get("cmac"), 8, "auth.sun.cmac")
+    mac = None
+    if "bridge" in auth:
+        signed = auth["bridge"]
+        if not isinstance(signed, dict):
+            raise _Refused("bad_field", 'auth.bridge must be {"mac": HEX}')
+        mac = _hex(signed.get("mac"), 32, "auth.bridge.mac").hex()
+    return Proof(qr=signed_qr, sun_picc=picc, sun_cmac=cmac, bridge_mac=mac)
+
+
+def _hex(value: object, size: int, name: str) -> bytes:
+    try:
+        raw = bytes.fromhex(value) if isinstance(value, str) else None
+    except ValueError:
+        raw = None
+    if raw is None or len(raw) != size:
+        raise _Refused("bad_field", f"{name} must be {size * 2} hex digits, not {_show(value)}")
+    return raw
 
 
 def _seq(body: dict[str, Any]) -> int | None:

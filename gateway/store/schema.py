@@ -143,6 +143,15 @@ CREATE TABLE tokens (
 );
 """
 
+# Version 5 (issue 13, trust): each scan's assurance level (plain_uid, signed_qr, sun) and the
+# NTAG 424 SUN read counter the gateway accepted, looked up per tag to refuse a replayed tap.
+_V5 = """
+ALTER TABLE scans ADD COLUMN assurance TEXT NOT NULL DEFAULT 'plain_uid';
+ALTER TABLE scans ADD COLUMN sun_counter INTEGER;
+CREATE INDEX scans_sun_counter ON scans (credential, sun_counter) WHERE sun_counter IS NOT NULL;
+"""
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
 
@@ -155,7 +164,13 @@ def _script(sql: str) -> Migration:
     return run
 
 
-MIGRATIONS: list[Migration] = [_script(_V1), _script(_V2), _script(_V3), _script(_V4)]
+MIGRATIONS: list[Migration] = [
+    _script(_V1),
+    _script(_V2),
+    _script(_V3),
+    _script(_V4),
+    _script(_V5),
+]
 VERSION = len(MIGRATIONS)
 
 

@@ -13,7 +13,7 @@ import pathlib
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from gateway.alerts.book import Transition
 from gateway.alerts.record import Alert
@@ -199,7 +199,8 @@ class SqliteStore:
         """Store a scan; returns its row id."""
         cur = self._db.execute(
             "INSERT INTO scans (reader, post, seq, credential, method, person, time,"
-            " received_at, flags, sent_ts) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            " received_at, flags, sent_ts, assurance, sun_counter)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 scan.reader,
                 scan.post,
@@ -211,11 +212,30 @@ class SqliteStore:
                 _t(scan.received_at),
                 json.dumps(list(scan.flags)),
                 _opt(scan.sent_ts),
+                scan.assurance,
+                scan.sun_counter,
             ),
         )
         if scan.seq is not None and scan.seq > self._max_scan_seq.get(scan.reader, -1):
             self._max_scan_seq[scan.reader] = scan.seq
         return int(cur.lastrowid or 0)
+
+    def sun_conflict(
+        self, uid: str, counter: int, time: dt.datetime
+    ) -> Literal["seen", "order"] | None:
+        """ "seen" if the tag's SUN read counter was accepted before; "order" if an accepted tap
+        of the tag with a lower counter is later by time, or one with a higher counter earlier
+        (contract §5); None otherwise (gateway/trust/verify.py `CounterHistory`)."""
+        t = _t(time)
+        row = self._db.execute(
+            "SELECT MAX(sun_counter = ?) FROM scans WHERE credential = ? AND method = 'nfc'"
+            " AND sun_counter IS NOT NULL AND (sun_counter = ? OR (sun_counter < ? AND time > ?)"
+            " OR (sun_counter > ? AND time < ?))",
+            (counter, uid, counter, counter, t, counter, t),
+        ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return "seen" if row[0] else "order"
 
     def scan_flags(self, reader: str, seq: int) -> list[tuple[str, ...]]:
         """The flags of every stored scan (reader, seq), oldest first."""

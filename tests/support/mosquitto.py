@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -79,9 +80,16 @@ class Mosquitto:
     """One private broker process; `start()`/`stop()`/`restart()` keep its port and its data."""
 
     def __init__(
-        self, binary: str | None = None, start_timeout: float = 5.0, extra_config: str = ""
+        self,
+        binary: str | None = None,
+        start_timeout: float = 5.0,
+        extra_config: str = "",
+        config: Callable[[int, Path], str] | None = None,
     ) -> None:
-        """`extra_config`: more mosquitto.conf lines (a TLS listener, say), appended last."""
+        """`extra_config`: more mosquitto.conf lines (a TLS listener, say), appended last.
+        `config(port, folder)`: the whole mosquitto.conf instead of the harness's own (a
+        generated one); it must listen on 127.0.0.1:`port` and log to stderr."""
+        self.config = config
         found = binary or find_mosquitto()
         if found is None:
             raise MosquittoError("mosquitto is not installed: run `make mosquitto`")
@@ -200,12 +208,13 @@ class Mosquitto:
 
     def _launch_and_wait(self) -> None:
         user = "user root\n" if os.geteuid() == 0 else ""
-        self.config_path.write_text(
-            _CONFIG.format(
+        if self.config is not None:
+            text = self.config(self._port, self.folder) + "\n" + user
+        else:
+            text = _CONFIG.format(
                 port=self._port, host=HOST, folder=self.folder, user=user, extra=self.extra_config
-            ),
-            encoding="utf-8",
-        )
+            )
+        self.config_path.write_text(text, encoding="utf-8")
         log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(

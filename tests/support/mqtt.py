@@ -69,6 +69,8 @@ class MqttClient:
         clean_session: bool = True,
         timeout: float = 5.0,
         max_inflight: int = 20,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.host, self.port = parse_url(url)
         self.timeout = timeout
@@ -82,6 +84,8 @@ class MqttClient:
             clean_session=clean_session,
             protocol=mqtt.MQTTv311,
         )
+        if username is not None:
+            self._client.username_pw_set(username, password)
         self._client.max_inflight_messages_set(max_inflight)
         self._client.max_queued_messages_set(0)  # 0: unbounded, publish never refuses
         self._client.on_connect = self._on_connect

@@ -73,12 +73,18 @@ def test_scan_with_epoch_and_without_optional_fields(zcity: Site) -> None:
 def test_scan_auth_is_nested_as_the_contract_says(zcity: Site) -> None:
     """Prevents a scan with a SUN or bridge proof that the gateway refuses or that loses its
     proof on the way (§3 `auth`)."""
-    auth: payloads.Auth = {"sun": {"picc": "EF963FF7", "cmac": "94EED9EE"}, "bridge": {"mac": "AB"}}
+    auth: payloads.Auth = {
+        "sun": {"picc": "EF963FF7828658A599F3041510671E88", "cmac": "94EED9EE65337086"},
+        "bridge": {"mac": "AB" * 32},
+    }
     payload = payloads.scan("04A224B1C23380", "nfc", ts=NOW, seq=1, auth=auth)
     assert json.loads(payload)["auth"] == auth
     out = decode(zcity, "reader/fd-1/scan", payload)
     assert out.rejections == () and isinstance(out.event, Scan)
     assert out.event.person == "zhang-wei"
+    proof = out.event.proof
+    assert proof is not None and proof.sun_cmac == bytes.fromhex("94EED9EE65337086")
+    assert proof.bridge_mac == "ab" * 32
 
 
 def test_reading_decodes_to_the_reading_meant(zcity: Site) -> None:
