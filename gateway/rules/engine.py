@@ -84,15 +84,20 @@ class Engine:
         """
         passed = self.fired_through[0]
         out: list[Transition] = []
+        rules = self.rules
         while True:
-            due = [
-                (d, i)
-                for i, d in enumerate(r.next_deadline() for r in self.rules)
-                if d is not None and (d < to or (inclusive and d == to))
-            ]
-            if not due:
+            # The earliest due deadline, the first rule's on a tie (a plain loop: this runs
+            # twice for every event).
+            when: dt.datetime | None = None
+            index = -1
+            for i, rule in enumerate(rules):
+                d = rule.next_deadline()
+                if d is None or not (d < to or (inclusive and d == to)):
+                    continue
+                if when is None or d < when:
+                    when, index = d, i
+            if when is None:
                 break
-            when, index = min(due)
             self.now = max(self.now, when)
             ctx = RuleContext(self.site, self.book, when if when >= passed else self.now)
             self.rules[index].on_deadline(ctx)
