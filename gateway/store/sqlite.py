@@ -203,7 +203,7 @@ class SqliteStore:
                 scan.person,
                 _t(scan.time),
                 _t(scan.received_at),
-                json.dumps(list(scan.flags)),
+                _flags(scan.flags),
                 _opt(scan.sent_ts),
             ),
         )
@@ -239,7 +239,7 @@ class SqliteStore:
 
     def add_reading(self, reading: Reading) -> None:
         """Store a reading's values (one row per metric)."""
-        flags = json.dumps(list(reading.flags))
+        flags = _flags(reading.flags)
         rows = [
             (
                 reading.equipment,
@@ -566,6 +566,11 @@ class SqliteStore:
         return [
             (str(r), s) for r, s in self._db.execute("SELECT reader, seq FROM scans ORDER BY id")
         ]
+
+
+def _flags(flags: tuple[str, ...]) -> str:
+    """A scan's or reading's flags as stored (most have none: no JSON encoder for those)."""
+    return json.dumps(list(flags)) if flags else "[]"
 
 
 def _opt(instant: dt.datetime | None) -> float | None:
