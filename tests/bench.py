@@ -419,13 +419,13 @@ def large_site_file(folder: Path) -> Path:
     return path
 
 
-def large_site_run(count: int) -> dict[str, Any]:
+def large_site_run(count: int, site_file: Path) -> dict[str, Any]:
     """Load the large site and run `count` messages through the worker (the in-memory link twin:
     no broker, so the figure is the gateway's own memory); peak RSS of this process."""
     with tempfile.TemporaryDirectory(prefix="bench-large-") as tmp:
         folder = Path(tmp)
         started = time.perf_counter()
-        site = load_site(large_site_file(folder))
+        site = load_site(site_file)
         loaded = time.perf_counter() - started
         topics = Topics("bench-e", site.id)
         readers = sorted(site.reader_post)
@@ -470,9 +470,12 @@ def large_site_run(count: int) -> dict[str, Any]:
 
 
 def run_large_site(count: int) -> dict[str, Any]:
-    """The large site in a process of its own, so its peak RSS is its own."""
-    cmd = [sys.executable, "-m", "tests.bench", "--large-site", str(count)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    """The large site in a process of its own, so its peak RSS is its own (the site file is
+    written here: making it is the bench's work, not the gateway's)."""
+    with tempfile.TemporaryDirectory(prefix="bench-large-") as tmp:
+        site_file = large_site_file(Path(tmp))
+        cmd = [sys.executable, "-m", "tests.bench", "--large-site", str(count), str(site_file)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"large-site process failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -797,7 +800,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--large", type=int, default=20_000, help="messages on the large site")
     parser.add_argument("--latency-client", metavar="JSON", help=argparse.SUPPRESS)
-    parser.add_argument("--large-site", type=int, metavar="N", help=argparse.SUPPRESS)
+    parser.add_argument("--large-site", nargs=2, metavar=("N", "FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.latency_client:
         result = latency_client(json.loads(args.latency_client))
@@ -805,7 +808,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.large_site:
         logging.basicConfig(level=logging.ERROR)
-        print(json.dumps(large_site_run(args.large_site)))
+        print(json.dumps(large_site_run(int(args.large_site[0]), Path(args.large_site[1]))))
         return 0
     bursts = [int(n) for n in args.burst.split(",") if n.strip()]
 
