@@ -68,6 +68,7 @@ class Decoder:
         self.site = site
         self.topics = topics
         self.max_payload_bytes = max_payload_bytes
+        self._devices = site.devices  # a set built from the site on every call: keep one
 
     def decode(self, msg: Message) -> Decoded:
         """Never raises: every failure becomes a `Rejection`."""
@@ -123,7 +124,7 @@ class Decoder:
                     f"equipment {ident!r} is not declared: add it under equipment in the site file",
                 )
             return self._reading(ident, _json_object(msg), msg)
-        if ident not in self.site.devices:
+        if ident not in self._devices:
             raise _Refused(
                 "unknown_device", f"device {ident!r} is neither a declared reader nor equipment"
             )

@@ -54,8 +54,10 @@ class Engine:
         the message completes or clears happens when it is handled, never later.
         """
         event = rule_time(event, at)
-        out = self._advance(at - grace, inclusive=False)
-        out += self._advance(min(at, event.time), inclusive=False)
+        first, second = at - grace, min(at, event.time)
+        out = self._advance(first, inclusive=False)
+        if second > first:  # otherwise nothing is left before it: the first pass fired it all
+            out += self._advance(second, inclusive=False)
         self.now = max(self.now, at)
         ctx = RuleContext(self.site, self.book, self.now)
         for rule in self.rules:
