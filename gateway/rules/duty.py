@@ -163,8 +163,29 @@ class DutyRules:
         # The same scans, indexed per person for patrol time and signatures (`_Track`).
         self._tracks: dict[str, _Track] = {}
         self._deadlines: dict[tuple[dt.date, str], dt.datetime] = {}
+        self._starts: dict[dt.date, dt.datetime] = {}
+        self._span: tuple[dt.datetime, dt.datetime, dt.date] = (start, start, start.date())
 
     # -- facts -------------------------------------------------------------------------------
+
+    def _day_start(self, day: dt.date) -> dt.datetime:
+        """`cal.day_start`, remembered: asked several times for every scan."""
+        start = self._starts.get(day)
+        if start is None:
+            if len(self._starts) > 64:
+                self._starts.clear()
+            start = self._starts[day] = self.cal.day_start(day)
+        return start
+
+    def _day_of(self, instant: dt.datetime) -> dt.date:
+        """`cal.day_of`: the duty day whose [start, next start) holds `instant` (the last one
+        found is kept, as most instants fall in the same day)."""
+        start, end, day = self._span
+        if start <= instant < end:
+            return day
+        day = self.cal.day_of(instant)
+        self._span = (self._day_start(day), self._day_start(day + dt.timedelta(days=1)), day)
+        return day
 
     def deadline(self, day: dt.date, name: str) -> dt.datetime:
         """The instant of the `duty` clock time `name` within duty day `day`."""
@@ -181,7 +202,7 @@ class DutyRules:
 
     def check_in_window(self, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
         """[day_starts − 30 min, check_in_deadline] of `day`."""
-        return self.cal.day_start(day) - CHECK_IN_LEAD, self.deadline(day, "check_in_deadline")
+        return self._day_start(day) - CHECK_IN_LEAD, self.deadline(day, "check_in_deadline")
 
     def outgoing(self, day: dt.date, at: dt.datetime) -> str | None:
         """The manager handing over into `day`: the duty manager of the day before."""
@@ -193,7 +214,7 @@ class DutyRules:
 
     def handover_done(self, day: dt.date, at: dt.datetime) -> bool:
         """Both managers scanned at the handover post since day_starts − 30 min, or confirmed."""
-        since = self.cal.day_start(day) - CHECK_IN_LEAD
+        since = self._day_start(day) - CHECK_IN_LEAD
         signed = self.confirmed.get(day, set()) | self.overdue.get(day, set())
         return all(
             person in signed or self._signed_at(person, self.handover_post, since, at)
@@ -212,7 +233,7 @@ class DutyRules:
         if track is None:
             return dt.timedelta(0)
         # The same sum as `patrol_time` over the day's scans up to `at`, in O(log n).
-        return track.patrol(self.cal.day_start(day), at)
+        return track.patrol(self._day_start(day), at)
 
     def signed_posts(self, day: dt.date, at: dt.datetime) -> dict[str, dt.datetime]:
         """Key posts the duty manager of `day` signed since day_starts, with the first time."""
@@ -220,7 +241,7 @@ class DutyRules:
         track = None if manager is None else self._tracks.get(manager)
         if track is None:
             return {}
-        since = self.cal.day_start(day)
+        since = self._day_start(day)
         found = [(f[1], p, f[0]) for p in self.key_posts if (f := track.first_at(p, since, at))]
         # In the order the scans came, as a pass over them in arrival order would give.
         return {post: time for _, post, time in sorted(found)}
@@ -290,7 +311,7 @@ class DutyRules:
     # -- internals ---------------------------------------------------------------------------
 
     def _days(self, at: dt.datetime) -> list[dt.date]:
-        today = self.cal.day_of(at)
+        today = self._day_of(at)
         return [today - dt.timedelta(days=1), today, today + dt.timedelta(days=1)]
 
     def _candidates(self, patrol_warning: bool = True) -> list[Deadline]:
@@ -305,7 +326,7 @@ class DutyRules:
                 key = self.deadline(day, "key_posts_deadline")
                 out += [
                     Deadline(key - self.key_lead, "warning", day),
-                    Deadline(self.cal.day_start(day), "warning", day),
+                    Deadline(self._day_start(day), "warning", day),
                 ]
                 if patrol_warning:
                     at = self.hours_warning_at(day, self.fired_until)
@@ -345,10 +366,10 @@ class DutyRules:
         ctx.clear(ABSENT, scan.person)  # their first scan after the deadline (rule 1)
         if scan.post == self.handover_post and self.overdue:
             for day, signers in self.overdue.items():
-                if scan.time >= self.cal.day_start(day) - CHECK_IN_LEAD:
+                if scan.time >= self._day_start(day) - CHECK_IN_LEAD:
                     signers.add(scan.person)
             self._recheck_handovers(ctx)
-        day = self.cal.day_of(scan.time)
+        day = self._day_of(scan.time)
         if self.roster.manager(day, ctx.now) == scan.person:
             if self.patrolled(day, ctx.now) >= self.quota:
                 ctx.clear(HOURS_AT_RISK, scan.person)
@@ -370,7 +391,7 @@ class DutyRules:
 
     def _handover_signers(self, day: dt.date) -> set[str]:
         """Everyone known to have signed at the handover post since `day` day_starts − 30 min."""
-        since = self.cal.day_start(day) - CHECK_IN_LEAD
+        since = self._day_start(day) - CHECK_IN_LEAD
         return {
             person
             for person, scans in self.scans.items()
@@ -411,7 +432,7 @@ class DutyRules:
         ):
             ctx.clear(ABSENT, before)  # the duty of that day is covered (rule 1)
         self._recheck_handovers(ctx)
-        if swap.registered_at > self.cal.day_start(swap.date):
+        if swap.registered_at > self._day_start(swap.date):
             rostered = self.roster.rostered(swap.date)
             if rostered is not None:
                 ctx.raise_(
@@ -519,7 +540,7 @@ class DutyRules:
 
     def _early_warnings(self, ctx: RuleContext, day: dt.date) -> None:
         now = ctx.now
-        start = self.cal.day_start(day)
+        start = self._day_start(day)
         key_deadline = self.deadline(day, "key_posts_deadline")
         manager = self.roster.manager(day, now)
         if manager is not None and key_deadline - self.key_lead <= now < key_deadline:
@@ -559,8 +580,8 @@ class DutyRules:
             )
 
     def _prune(self, now: dt.datetime) -> None:
-        oldest = self.cal.day_of(now) - dt.timedelta(days=2)
-        horizon = self.cal.day_start(oldest)
+        oldest = self._day_of(now) - dt.timedelta(days=2)
+        horizon = self._day_start(oldest)
         for day in [d for d in self.confirmed if d < oldest and d not in self.overdue]:
             del self.confirmed[day]
         for person, scans in list(self.scans.items()):
