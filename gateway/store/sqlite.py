@@ -568,9 +568,17 @@ class SqliteStore:
         ]
 
 
+_FLAGS_JSON: dict[tuple[str, ...], str] = {(): "[]"}
+
+
 def _flags(flags: tuple[str, ...]) -> str:
-    """A scan's or reading's flags as stored (most have none: no JSON encoder for those)."""
-    return json.dumps(list(flags)) if flags else "[]"
+    """A scan's or reading's flags as stored; the few combinations there are, encoded once."""
+    text = _FLAGS_JSON.get(flags)
+    if text is None:
+        text = json.dumps(list(flags))
+        if len(_FLAGS_JSON) < 256:
+            _FLAGS_JSON[flags] = text
+    return text
 
 
 def _opt(instant: dt.datetime | None) -> float | None:
