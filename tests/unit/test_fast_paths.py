@@ -130,3 +130,48 @@ def test_a_lone_surrogate_is_read_as_json_reads_it(zcity: Site) -> None:
     decoded = _decoded(zcity, payload)
     assert decoded.event is not None
     assert decoded.event.credential == "\ud800"  # type: ignore[union-attr]
+
+
+def _publish_packet(topic: str, payload: bytes) -> bytes:
+    """An MQTT 3.1.1 PUBLISH at QoS 0 (fixed header, topic, payload)."""
+    body = len(topic).to_bytes(2, "big") + topic.encode() + payload
+    assert len(body) < 128  # one length byte
+    return bytes([0x30, len(body)]) + body
+
+
+def test_packets_read_ahead_are_all_delivered_at_once() -> None:
+    """The link reads the socket ahead of paho: packets already read must be delivered now, not
+    when the broker next sends something (a scan would wait for the next keep-alive)."""
+    import socket
+
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from gateway.ingest.mqtt import _Client
+
+    got: list[bytes] = []
+    client = _Client(
+        lambda: None,
+        lambda _e: None,
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        protocol=paho.MQTTv311,
+    )
+    client.on_message = lambda _c, _u, m: got.append(m.payload)
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    try:
+        client._sock = ours  # type: ignore[assignment]
+        broker.sendall(b"".join(_publish_packet("t/x", b"%d" % i) for i in range(50)))
+        assert client.loop_read() == paho.MQTT_ERR_SUCCESS
+        assert got == [b"%d" % i for i in range(50)]
+        # A packet split across two reads still comes whole.
+        packet = _publish_packet("t/x", b"late")
+        broker.sendall(packet[:3])
+        client.loop_read()
+        broker.sendall(packet[3:])
+        client.loop_read()
+        assert got[-1] == b"late"
+    finally:
+        client._sock = None
+        ours.close()
+        broker.close()
