@@ -24,14 +24,16 @@ import os
 import platform
 import queue
 import random
+import resource
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,12 +47,16 @@ from gateway import payloads
 from gateway.app import Gateway
 from gateway.config import Site, load_site
 from gateway.events import Message
+from gateway.forward import Forwarder
 from gateway.influx.forward import InfluxSettings
 from gateway.ingest.decode import Decoder
+from gateway.ingest.memory import MemoryLink
 from gateway.ingest.mqtt import BrokerUrl
 from gateway.ingest.topics import Topics
 from gateway.replay import Recorded, read_events, replay
+from gateway.roster import Roster
 from gateway.store.sqlite import SqliteStore
+from gateway.worker import Worker
 from tests.bench_influx import forwarding
 from tests.support.influx import TOKEN, Influxd, V2Adapter
 from tests.support.mosquitto import Mosquitto, find_mosquitto, free_port
@@ -262,11 +268,25 @@ def running_gateway(
 
 def ingest_gateway(broker: Mosquitto, site: Site, count: int, data: Path) -> tuple[Drain, str]:
     """The gateway drains N messages from its persistent session into its store."""
-    topics = Topics("bench-b", site.id)
+    return drain_gateway(
+        broker, site, data, "bench-b", lambda root: ingest_messages(site, root, count)
+    )
+
+
+def drain_gateway(
+    broker: Mosquitto,
+    site: Site,
+    data: Path,
+    root: str,
+    make: Callable[[str], list[tuple[str, bytes]]],
+) -> tuple[Drain, str]:
+    """The gateway drains the messages `make(root)` from its persistent session into its store."""
+    topics = Topics(root, site.id)
     client_id = f"bench-gw-{run_id()}"
     with running_gateway(site, broker.url, data, topics.root, client_id):
         pass  # this first connect only creates the persistent session and its subscriptions
-    messages = ingest_messages(site, topics.root, count)
+    messages = make(topics.root)
+    count = len(messages)
     scans = sum(topic.endswith("/scan") for topic, _ in messages)
     rows = scans + 2 * (count - scans)  # a reading stores one row per metric
     publish_rate = prepublish(broker.url, messages)
@@ -292,6 +312,182 @@ def ingest_gateway(broker: Mosquitto, site: Site, count: int, data: Path) -> tup
     note = "counters at stop: " + ", ".join(f"{k} {counters.get(k, 0)}" for k in keys)
     done = count if stored >= rows else stored * count // rows
     return Drain(done, count, elapsed), note
+
+
+# -- 1b. a burst by the day's duty manager: per-scan cost must not grow with the day -----------
+
+
+def duty_manager_badge(site: Site) -> tuple[str, tuple[str, str]]:
+    """The day's duty manager (by the roster, now) and one of their credentials."""
+    now = dt.datetime.now(site.tz)
+    manager = Roster(site, []).manager(site.calendar.day_of(now), now)
+    for key, person in site.credentials.items():
+        if person.id == manager:
+            method, _, credential = key.partition(":")
+            return manager, (method, credential)
+    raise RuntimeError(f"the duty manager {manager!r} has no credential in the site file")
+
+
+def burst_messages(site: Site, root: str, count: int) -> list[tuple[str, bytes]]:
+    """`count` scans, all by the day's duty manager, over every reader, one per millisecond."""
+    topics = Topics(root, site.id)
+    readers = sorted(site.reader_post)
+    _, badge = duty_manager_badge(site)
+    base = dt.datetime.now(site.tz).replace(microsecond=0) - dt.timedelta(seconds=count // 1000)
+    return [
+        (
+            f"{topics.base}/reader/{readers[i % len(readers)]}/scan",
+            scan_body(badge, base + dt.timedelta(milliseconds=i), i),
+        )
+        for i in range(count)
+    ]
+
+
+def burst_gateway(
+    broker: Mosquitto, site: Site, count: int, data: Path, root: str
+) -> tuple[Drain, str]:
+    """The gateway drains `count` scans by the duty manager into a fresh store."""
+    return drain_gateway(broker, site, data, root, lambda r: burst_messages(site, r, count))
+
+
+# -- 2b. a forwarder that cannot keep up ------------------------------------------------------
+
+
+class SlowForwarder(Forwarder):
+    """Forwards every stored scan to nowhere at 100 rows/s: at 1,000 scans/s it falls behind
+    at once and stays behind, committing its cursor into the same store as the worker."""
+
+    batch_size = 50
+    PAUSE = 0.5  # seconds per batch
+
+    def fetch(self, store: SqliteStore, after: int, limit: int) -> list[tuple[int, Any]]:
+        """Scan ids above the cursor (through a connection of its own: a read beside the writer)."""
+        db = sqlite3.connect(store.path)
+        try:
+            rows = db.execute(
+                "SELECT id FROM scans WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+            ).fetchall()
+        finally:
+            db.close()
+        return [(int(r[0]), int(r[0])) for r in rows]
+
+    def deliver(self, rows: list[Any]) -> None:
+        """A slow outside system."""
+        time.sleep(self.PAUSE)
+
+
+# -- 4. a large site ---------------------------------------------------------------------------
+
+LARGE = {"readers": 10_000, "equipment": 2_000, "metrics": 5, "people": 500}
+
+
+def large_site_file(folder: Path) -> Path:
+    """The example site grown to 10,000 readers, 2,000 equipment × 5 metrics and 500 people."""
+    import yaml
+
+    config = yaml.safe_load(SITE_FILE.read_text(encoding="utf-8"))
+    people = list(config["people"])
+    for i in range(LARGE["people"] - len(people)):
+        roles = ["engineer_strong"] if i % 10 == 0 else ["security"]
+        people.append(
+            {"id": f"p{i}", "name": f"人员{i}", "roles": roles, "credentials": [f"nfc:05{i:012X}"]}
+        )
+    config["people"] = people
+    posts = list(config["posts"])
+    readers_left = LARGE["readers"] - sum(len(p["readers"]) for p in posts)
+    per_post = 10
+    for i in range(readers_left // per_post):
+        posts.append(
+            {
+                "id": f"post-{i}",
+                "name": f"岗位{i}",
+                "kind": "other",
+                "readers": [f"r{i}-{k}" for k in range(per_post)],
+            }
+        )
+    config["posts"] = posts
+    equipment = []
+    for i in range(LARGE["equipment"]):
+        metrics = {
+            f"m{k}": {"unit": "x", "min": 0, "max": 100, "for_seconds": 60}
+            for k in range(LARGE["metrics"])
+        }
+        equipment.append(
+            {
+                "id": f"eq-{i}",
+                "name": f"设备{i}",
+                "post": posts[len(config["posts"]) - 1 - i % 100]["id"],
+                "stale_after_seconds": 600,
+                "metrics": metrics,
+            }
+        )
+    config["equipment"] = equipment
+    path = folder / "large.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def large_site_run(count: int, site_file: Path) -> dict[str, Any]:
+    """Load the large site and run `count` messages through the worker (the in-memory link twin:
+    no broker, so the figure is the gateway's own memory); peak RSS of this process."""
+    with tempfile.TemporaryDirectory(prefix="bench-large-") as tmp:
+        folder = Path(tmp)
+        started = time.perf_counter()
+        site = load_site(site_file)
+        loaded = time.perf_counter() - started
+        topics = Topics("bench-e", site.id)
+        readers = sorted(site.reader_post)
+        people = badges(site)
+        equipment = sorted(site.equipment)
+        now = dt.datetime.now(dt.UTC)
+        link = MemoryLink()
+        store = SqliteStore(folder / "large.sqlite")
+        worker = Worker(site, store, link, topics, lambda: dt.datetime.now(dt.UTC), now)
+        base = now - dt.timedelta(seconds=count // 1000)
+        batch: list[Message] = []
+        started = time.perf_counter()
+        for i in range(count):
+            ts = base + dt.timedelta(milliseconds=i)
+            if i % 10 < SCANS_PER_TEN:
+                topic = f"{topics.base}/reader/{readers[i * 7919 % len(readers)]}/scan"
+                body = scan_body(people[i % len(people)], ts, i)
+            else:
+                eq = equipment[i * 7919 % len(equipment)]
+                values = {f"m{k}": float(i % 90) for k in range(LARGE["metrics"])}
+                topic = f"{topics.base}/equipment/{eq}/reading"
+                body = payloads.reading(values, ts=ts, seq=i)
+            batch.append(Message(topic, body, dt.datetime.now(dt.UTC), 1, False, i + 1))
+            if len(batch) == 500:
+                worker.step(batch)
+                link.acked.clear()
+                link.sent.clear()
+                batch = []
+        if batch:
+            worker.step(batch)
+        ran = time.perf_counter() - started
+        stored = store.count("scans") + store.count("readings")
+        store.close()
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return {
+        "load_seconds": loaded,
+        "rate": count / ran,
+        "peak_mb": peak_kib / 1024,
+        "stored": stored,
+        "messages": count,
+    }
+
+
+def run_large_site(count: int) -> dict[str, Any]:
+    """The large site in a process of its own, so its peak RSS is its own (the site file is
+    written here: making it is the bench's work, not the gateway's)."""
+    with tempfile.TemporaryDirectory(prefix="bench-large-") as tmp:
+        site_file = large_site_file(Path(tmp))
+        cmd = [sys.executable, "-m", "tests.bench", "--large-site", str(count), str(site_file)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"large-site process failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
 
 
 # -- 2. scan → answer latency ---------------------------------------------------------------
@@ -436,16 +632,40 @@ def latency_gateway(
     data: Path,
     args: argparse.Namespace,
     influx: InfluxSettings | None = None,
+    root: str | None = None,
+    slow_forwarder: bool = False,
 ) -> tuple[Latency, str]:
-    """The gateway receives, stores, commits, acknowledges and answers each scan."""
-    topics = Topics("bench-d" if influx is None else "bench-i", site.id)
+    """The gateway receives, stores, commits, acknowledges and answers each scan (with a
+    forwarder that cannot keep up, if `slow_forwarder`)."""
+    topics = Topics(root or ("bench-d" if influx is None else "bench-i"), site.id)
     client_id = f"bench-gw-{run_id()}"
-    with running_gateway(site, broker.url, data, topics.root, client_id, influx) as gw:
+    gw = Gateway(
+        site,
+        BrokerUrl.parse(broker.url),
+        data,
+        root=topics.root,
+        client_id=client_id,
+        influx=influx,
+    )
+    slow = SlowForwarder(gw.store_path, "bench-slow") if slow_forwarder else None
+    if slow is not None:
+        gw.forwarders.append(slow)
+    gw.start()
+    try:
+        if not gw.link.connected.wait(10):
+            raise TimeoutError(f"the gateway did not connect to {broker.url} in 10 s")
+        wait_online(broker.url, gw.topics)
         result = run_latency_client(broker, site, topics.base, "ack", args)
+    finally:
+        gw.stop()
     forget_session(broker.url, client_id)
     counters = gw.counters
     keys = ("scan", "duplicates", "dropped_publications")
-    return result, ", ".join(f"{k} {counters.get(k, 0)}" for k in keys)
+    note = ", ".join(f"{k} {counters.get(k, 0)}" for k in keys)
+    if slow is not None:
+        behind = counters.get("scan", 0) - slow.counters["delivered"]
+        note += f"; slow forwarder delivered {slow.counters['delivered']}, {behind} behind"
+    return result, note
 
 
 # -- 3. replay throughput -------------------------------------------------------------------
@@ -591,12 +811,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=1000.0, help="latency scans per second")
     parser.add_argument("--seconds", type=float, default=10.0, help="latency run length")
     parser.add_argument("--lines", type=int, default=100_000, help="replay events")
+    parser.add_argument(
+        "--burst", default="3000,10000", help="duty-manager bursts, scans each (comma-separated)"
+    )
+    parser.add_argument("--large", type=int, default=20_000, help="messages on the large site")
     parser.add_argument("--latency-client", metavar="JSON", help=argparse.SUPPRESS)
+    parser.add_argument("--large-site", nargs=2, metavar=("N", "FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.latency_client:
         result = latency_client(json.loads(args.latency_client))
         print(json.dumps(result.__dict__))
         return 0
+    if args.large_site:
+        logging.basicConfig(level=logging.ERROR)
+        print(json.dumps(large_site_run(int(args.large_site[0]), Path(args.large_site[1]))))
+        return 0
+    bursts = [int(n) for n in args.burst.split(",") if n.strip()]
 
     # The gateway logs every connect and disconnect, and the bench stops it on purpose.
     logging.basicConfig(level=logging.ERROR)
@@ -610,6 +840,16 @@ def main(argv: list[str] | None = None) -> int:
         say(f"  raw paho consumer: {fmt(raw.rate())} msgs/s ({raw.describe()})")
         gw, gw_note = ingest_gateway(broker, site, args.messages, Path(tmp) / "ingest")
         say(f"  gateway: {fmt(gw.rate())} msgs/s ({gw.describe()}; {gw_note})")
+
+        manager, _ = duty_manager_badge(site)
+        burst_runs: list[tuple[int, Drain]] = []
+        for n, size in enumerate(bursts):
+            say(f"1b. burst: {size} scans all by the day's duty manager ({manager}), fresh store")
+            drain, note = burst_gateway(
+                broker, site, size, Path(tmp) / f"burst-{n}", f"bench-burst{n}"
+            )
+            say(f"  gateway: {fmt(drain.rate())} scans/s ({drain.describe()}; {note})")
+            burst_runs.append((size, drain))
 
         say(f"2. scan→answer latency: {args.rate:g} scans/s for {args.seconds:g} s")
         echo = latency_echo(broker, site, args)
@@ -632,6 +872,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{fmt(fwd.drain_seconds, 2)} s = {fmt(fwd.forwarder_rate)} lines/s; bare client "
             f"{fmt(fwd.bare_rate)} lines/s; {fmt(fwd.forwarder_rate / fwd.demo_rate)}x live rate"
         )
+        slow, slow_note = latency_gateway(
+            broker, site, Path(tmp) / "latency-slow", args, root="bench-f", slow_forwarder=True
+        )
+        say(f"  gateway answers, a forwarder backlogged: {show(slow)} ({slow_note})")
 
     say(f"3. replay: {args.lines} synthetic lines over two simulated days")
     speed = replay_speed(site, synthetic_events(site, args.lines), REPLAY_BUDGET)
@@ -641,15 +885,28 @@ def main(argv: list[str] | None = None) -> int:
         f"events/s ({speed.transitions} alert transitions{cut})"
     )
 
+    say(f"4. large site: {LARGE}, {args.large} messages through the worker, own process")
+    large = run_large_site(args.large)
+    say(
+        f"  loaded in {large['load_seconds']:.1f} s; {fmt(large['rate'])} msgs/s; "
+        f"peak RSS {large['peak_mb']:.0f} MB; {large['stored']} rows stored"
+    )
+
     rows = [
         ("ingest (msgs/s)", gw.rate(), raw.rate(), "raw paho consumer, same N", 0),
+        *[
+            (f"DM burst {size:,} (msgs/s)", d.rate(), raw.rate(), "raw paho consumer", 0)
+            for size, d in burst_runs
+        ],
         ("scan→answer p50 (ms)", lat.p50, echo.p50, "raw broker echo, same rate", 2),
         ("scan→answer p99 (ms)", lat.p99, echo.p99, "raw broker echo, same rate", 2),
         ("scan→answer max (ms)", lat.max, echo.max, "raw broker echo, same rate", 2),
         ("answer p99, Influx up", lat_up.p99, lat.p99, "the gateway without --influx", 2),
         ("answer p99, Influx down", lat_down.p99, lat_up.p99, "--influx, InfluxDB up", 2),
         ("forward (lines/s)", fwd.forwarder_rate, fwd.bare_rate, "bare influxdb-client", 0),
+        ("p99, fwd backlog (ms)", slow.p99, echo.p99, "raw broker echo, same rate", 2),
         ("replay (events/s)", speed.replay_rate, speed.decode_rate, "read+decode, same lines", 0),
+        ("large site RSS (MB)", large["peak_mb"], 150.0, "the 150 MB budget", 0),
     ]
     print()
     print(f"{'figure':<22} {'gateway':>10} {'baseline':>10} {'ratio':>9}  baseline")
@@ -665,6 +922,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"! ingest: {gw.describe()}; the rate is over what was committed by then")
     if lat.answered < lat.sent:
         print(f"! latency: {lat.sent - lat.answered} scans got no answer, left out of the figures")
+    if slow.answered < slow.sent:
+        print(f"! latency (backlog): {slow.sent - slow.answered} scans got no answer")
+    for size, d in burst_runs:
+        if d.done < d.expected:
+            print(f"! burst {size}: {d.describe()}")
+    if len(burst_runs) >= 2 and burst_runs[0][1].rate() > 0:
+        (small, first), (big, last) = burst_runs[0], burst_runs[-1]
+        print(
+            f"duty-manager burst: per-scan cost at {big:,} / at {small:,} = "
+            f"{first.rate() / last.rate():.2f} (1.00 = flat, cost does not grow with the day)"
+        )
     if speed.cut:
         print(f"! replay: cut after {speed.lines} of {args.lines} lines ({REPLAY_BUDGET:g} s)")
     print(

@@ -7,7 +7,10 @@ import datetime as dt
 import json
 import logging
 import math
+import re
 from typing import Any
+
+import orjson
 
 from gateway.config.models import normalize_uid
 from gateway.config.site import Site
@@ -68,6 +71,7 @@ class Decoder:
         self.site = site
         self.topics = topics
         self.max_payload_bytes = max_payload_bytes
+        self._devices = site.devices  # a set built from the site on every call: keep one
 
     def decode(self, msg: Message) -> Decoded:
         """Never raises: every failure becomes a `Rejection`."""
@@ -123,7 +127,7 @@ class Decoder:
                     f"equipment {ident!r} is not declared: add it under equipment in the site file",
                 )
             return self._reading(ident, _json_object(msg), msg)
-        if ident not in self.site.devices:
+        if ident not in self._devices:
             raise _Refused(
                 "unknown_device", f"device {ident!r} is neither a declared reader nor equipment"
             )
@@ -258,7 +262,23 @@ def _text(msg: Message) -> str:
         raise _Refused("not_utf8", "the payload is not UTF-8 text (binary?)") from exc
 
 
+# orjson reads integers beyond 64 bits as floats where `json` keeps them exact: a payload with a
+# run of 19 or more digits takes the standard library's path, so both read the same values.
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+
+
 def _json_object(msg: Message) -> dict[str, Any]:
+    payload = msg.payload
+    if payload and not _LONG_NUMBER.search(payload):
+        # The fast path (≈5× the standard library): valid UTF-8 JSON objects, the usual case.
+        # Anything it refuses goes the standard library's way, for the same refusal and reason.
+        try:
+            fast = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            if isinstance(fast, dict):
+                return fast
     text = _text(msg)
     try:
         body = json.loads(text, parse_constant=_no_constant)

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PAYLOAD_BYTES = 65_536  # contract §7, --max-payload-bytes
 OVERSIZE_HEAD_BYTES = 512  # what of an over-size payload is kept, for gateway/rejected
+READ_AHEAD_BYTES = 65_536  # what the network thread asks of the socket at once
 WAIT_LOG_SECONDS = 30  # how often a blocked thread says that it still waits
 RETRY_MAX_SECONDS = 60
 # MQTT 5 drops a session at disconnect unless the CONNECT asks to keep it (§3.1.2.11.2): a
@@ -159,7 +160,9 @@ class LinkHealth:
 
 
 class _Client(paho.Client):
-    """paho's client, telling why a connection attempt failed (paho only says that it did)."""
+    """paho's client, telling why a connection attempt failed (paho only says that it did), and
+    reading the socket ahead: paho asks for each packet's first byte, then each byte of its
+    length, then the rest, one system call each (docs/benchmarks.md)."""
 
     def __init__(
         self, on_attempt: Callable[[], None], on_error: Callable[[OSError], None], **kwargs: Any
@@ -167,15 +170,44 @@ class _Client(paho.Client):
         super().__init__(**kwargs)
         self._on_attempt = on_attempt
         self._on_error = on_error
+        self._ahead = b""  # bytes read from the socket beyond what paho has asked for so far
+        self._ahead_at = 0
 
     def reconnect(self) -> MQTTErrorCode:
         """Connect (TCP, TLS handshake, CONNECT); report an OSError before paho retries."""
+        self._ahead, self._ahead_at = b"", 0
         self._on_attempt()
         try:
             return super().reconnect()
         except OSError as exc:
             self._on_error(exc)
             raise
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        ahead, at = self._ahead, self._ahead_at
+        if at < len(ahead):
+            self._ahead_at = min(at + bufsize, len(ahead))
+            return ahead[at : self._ahead_at]
+        data = super()._sock_recv(max(bufsize, READ_AHEAD_BYTES))
+        if len(data) <= bufsize:
+            self._ahead, self._ahead_at = b"", 0
+            return data
+        self._ahead, self._ahead_at = data, bufsize
+        return data[:bufsize]
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        """Read what the socket has, and everything already read ahead: those bytes would
+        otherwise wait until the broker sends more (paho reads a few packets per wake-up)."""
+        rc = super().loop_read(max_packets)
+        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._ahead_at < len(self._ahead):
+            if self._sock is None:
+                break
+            rc = super().loop_read(max_packets)
+        return rc
+
+    def _sock_close(self) -> None:
+        self._ahead, self._ahead_at = b"", 0
+        super()._sock_close()
 
 
 @dataclass

@@ -9,6 +9,7 @@ instants of swaps written in the site file, and the early-warning instants.
 from __future__ import annotations
 
 import datetime as dt
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -19,7 +20,6 @@ from gateway.config.site import Site
 from gateway.events import Event, HandoverConfirmed, Scan, SwapRegistered
 from gateway.roster import Roster, Swap
 from gateway.rules.base import Clearing, RuleContext, RuleId, RuleSpec, Severity
-from gateway.rules.patrol_time import patrol_time
 from gateway.timeutil import iso
 
 ABSENT = RuleId.duty_absent
@@ -53,6 +53,63 @@ class Signed:
     time: dt.datetime
     person: str
     post: str
+
+
+class _Track:
+    """One person's scans, indexed so the per-scan questions cost O(log n), not O(day's scans).
+
+    `times` is every scan time in order and `big[k]` the sum of the gaps longer than `max_gap`
+    among `times[:k + 1]`: the patrol time of the scans in a time range is then its last minus
+    its first time minus the long gaps between (4.3), exactly what `patrol_time` adds up.
+    `posts` keeps each post's (time, arrival) in arrival order, and whether that is also time
+    order, so "the first scan at a post in a range" is one bisection in the common case.
+    """
+
+    __slots__ = ("arrivals", "big", "disordered", "max_gap", "posts", "times")
+
+    def __init__(self, max_gap: dt.timedelta) -> None:
+        self.max_gap = max_gap
+        self.times: list[dt.datetime] = []
+        self.big: list[dt.timedelta] = []
+        self.posts: dict[str, list[tuple[dt.datetime, int]]] = {}
+        self.disordered: set[str] = set()  # posts whose scans did not arrive in time order
+        self.arrivals = 0
+
+    def add(self, scan: Signed) -> None:
+        """Index one more scan (usually the latest, so appending is O(1))."""
+        times, big, t = self.times, self.big, scan.time
+        i = bisect_right(times, t)
+        times.insert(i, t)
+        del big[max(i, 1) :]
+        if not big:
+            big.append(dt.timedelta(0))
+        for k in range(len(big), len(times)):
+            gap = times[k] - times[k - 1]
+            big.append(big[-1] + gap if gap > self.max_gap else big[-1])
+        seen = self.posts.setdefault(scan.post, [])
+        if seen and t < seen[-1][0]:
+            self.disordered.add(scan.post)
+        seen.append((t, self.arrivals))
+        self.arrivals += 1
+
+    def patrol(self, since: dt.datetime, until: dt.datetime) -> dt.timedelta:
+        """`patrol_time` of the scans in [since, until]."""
+        i, j = bisect_left(self.times, since), bisect_right(self.times, until)
+        if j <= i:
+            return dt.timedelta(0)
+        return (self.times[j - 1] - self.times[i]) - (self.big[j - 1] - self.big[i])
+
+    def first_at(
+        self, post: str, since: dt.datetime, until: dt.datetime
+    ) -> tuple[dt.datetime, int] | None:
+        """The first scan to arrive at `post` with its time in [since, until], and its arrival."""
+        seen = self.posts.get(post)
+        if not seen:
+            return None
+        if post in self.disordered:
+            return next((s for s in seen if since <= s[0] <= until), None)
+        k = bisect_left(seen, (since, -1))
+        return seen[k] if k < len(seen) and seen[k][0] <= until else None
 
 
 class DutyRules:
@@ -101,12 +158,34 @@ class DutyRules:
         # a swap or a fired deadline, so it is kept until one of those happens.
         self._next: dt.datetime | None = None
         self._next_known = False
-        # Patrol time per (person, day, until), valid while the person has no new scan.
-        self._version: dict[str, int] = {}
-        self._patrol: dict[tuple[str, dt.date, dt.datetime], tuple[int, dt.timedelta]] = {}
+        self._fixed: dt.datetime | None = None  # the same without the patrol warning
+        self._fixed_known = False
+        # The same scans, indexed per person for patrol time and signatures (`_Track`).
+        self._tracks: dict[str, _Track] = {}
         self._deadlines: dict[tuple[dt.date, str], dt.datetime] = {}
+        self._starts: dict[dt.date, dt.datetime] = {}
+        self._span: tuple[dt.datetime, dt.datetime, dt.date] = (start, start, start.date())
 
     # -- facts -------------------------------------------------------------------------------
+
+    def _day_start(self, day: dt.date) -> dt.datetime:
+        """`cal.day_start`, remembered: asked several times for every scan."""
+        start = self._starts.get(day)
+        if start is None:
+            if len(self._starts) > 64:
+                self._starts.clear()
+            start = self._starts[day] = self.cal.day_start(day)
+        return start
+
+    def _day_of(self, instant: dt.datetime) -> dt.date:
+        """`cal.day_of`: the duty day whose [start, next start) holds `instant` (the last one
+        found is kept, as most instants fall in the same day)."""
+        start, end, day = self._span
+        if start <= instant < end:
+            return day
+        day = self.cal.day_of(instant)
+        self._span = (self._day_start(day), self._day_start(day + dt.timedelta(days=1)), day)
+        return day
 
     def deadline(self, day: dt.date, name: str) -> dt.datetime:
         """The instant of the `duty` clock time `name` within duty day `day`."""
@@ -123,7 +202,7 @@ class DutyRules:
 
     def check_in_window(self, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
         """[day_starts − 30 min, check_in_deadline] of `day`."""
-        return self.cal.day_start(day) - CHECK_IN_LEAD, self.deadline(day, "check_in_deadline")
+        return self._day_start(day) - CHECK_IN_LEAD, self.deadline(day, "check_in_deadline")
 
     def outgoing(self, day: dt.date, at: dt.datetime) -> str | None:
         """The manager handing over into `day`: the duty manager of the day before."""
@@ -135,41 +214,37 @@ class DutyRules:
 
     def handover_done(self, day: dt.date, at: dt.datetime) -> bool:
         """Both managers scanned at the handover post since day_starts − 30 min, or confirmed."""
-        since = self.cal.day_start(day) - CHECK_IN_LEAD
+        since = self._day_start(day) - CHECK_IN_LEAD
         signed = self.confirmed.get(day, set()) | self.overdue.get(day, set())
         return all(
-            person in signed
-            or any(s.post == self.handover_post for s in self.scans_of(person, since, at))
+            person in signed or self._signed_at(person, self.handover_post, since, at)
             for person in self.handover_parties(day, at)
             if person is not None
         )
 
+    def _signed_at(self, person: str, post: str, since: dt.datetime, at: dt.datetime) -> bool:
+        track = self._tracks.get(person)
+        return track is not None and track.first_at(post, since, at) is not None
+
     def patrolled(self, day: dt.date, at: dt.datetime) -> dt.timedelta:
         """The duty manager's patrol time in `day` up to `at`."""
         manager = self.roster.manager(day, at)
-        if manager is None:
+        track = None if manager is None else self._tracks.get(manager)
+        if track is None:
             return dt.timedelta(0)
-        key, version = (manager, day, at), self._version.get(manager, 0)
-        cached = self._patrol.get(key)
-        if cached is not None and cached[0] == version:
-            return cached[1]
-        times = [s.time for s in self.scans_of(manager, self.cal.day_start(day), at)]
-        value = patrol_time(times, self.max_gap)
-        if len(self._patrol) > 256:
-            self._patrol.clear()
-        self._patrol[key] = (version, value)
-        return value
+        # The same sum as `patrol_time` over the day's scans up to `at`, in O(log n).
+        return track.patrol(self._day_start(day), at)
 
     def signed_posts(self, day: dt.date, at: dt.datetime) -> dict[str, dt.datetime]:
         """Key posts the duty manager of `day` signed since day_starts, with the first time."""
         manager = self.roster.manager(day, at)
-        out: dict[str, dt.datetime] = {}
-        if manager is None:
-            return out
-        for s in self.scans_of(manager, self.cal.day_start(day), at):
-            if s.post in self.key_posts:
-                out.setdefault(s.post, s.time)
-        return out
+        track = None if manager is None else self._tracks.get(manager)
+        if track is None:
+            return {}
+        since = self._day_start(day)
+        found = [(f[1], p, f[0]) for p in self.key_posts if (f := track.first_at(p, since, at))]
+        # In the order the scans came, as a pass over them in arrival order would give.
+        return {post: time for _, post, time in sorted(found)}
 
     def hours_warning_at(self, day: dt.date, at: dt.datetime) -> dt.datetime:
         """When the quota can only just be met with `patrol_lead` to spare."""
@@ -180,7 +255,9 @@ class DutyRules:
 
     def on_event(self, ctx: RuleContext, event: Event) -> None:
         """Scans sign; swaps and confirmations change who is on duty and what is complete."""
-        if isinstance(event, SwapRegistered | HandoverConfirmed) or (
+        if isinstance(event, SwapRegistered | HandoverConfirmed):
+            self._next_known = self._fixed_known = False
+        elif (
             # Scans move only the patrol early warning, and only the duty managers' scans.
             isinstance(event, Scan)
             and self.early
@@ -200,7 +277,17 @@ class DutyRules:
     def next_deadline(self) -> dt.datetime | None:
         """The earliest pending instant after `fired_until`."""
         if not self._next_known:
-            pending = [d.at for d in self._candidates() if d.at > self.fired_until]
+            if not self._fixed_known:
+                # Everything but the patrol warning moves only with a swap or a fired deadline.
+                fixed = self._candidates(patrol_warning=False)
+                self._fixed = min((d.at for d in fixed if d.at > self.fired_until), default=None)
+                self._fixed_known = True
+            pending = [] if self._fixed is None else [self._fixed]
+            if self.early:
+                for day in self._days(self.fired_until):
+                    at = self.hours_warning_at(day, self.fired_until)
+                    if at > self.fired_until:
+                        pending.append(at)
             self._next = min(pending, default=None)
             self._next_known = True
         return self._next
@@ -218,16 +305,16 @@ class DutyRules:
             for day in self._days(ctx.now):
                 self._early_warnings(ctx, day)
         self.fired_until = ctx.now
-        self._next_known = False
+        self._next_known = self._fixed_known = False
         self._prune(ctx.now)
 
     # -- internals ---------------------------------------------------------------------------
 
     def _days(self, at: dt.datetime) -> list[dt.date]:
-        today = self.cal.day_of(at)
+        today = self._day_of(at)
         return [today - dt.timedelta(days=1), today, today + dt.timedelta(days=1)]
 
-    def _candidates(self) -> list[Deadline]:
+    def _candidates(self, patrol_warning: bool = True) -> list[Deadline]:
         out = [
             Deadline(s.registered_at, "swap", s.date, s)
             for s in self.roster.swaps
@@ -239,9 +326,11 @@ class DutyRules:
                 key = self.deadline(day, "key_posts_deadline")
                 out += [
                     Deadline(key - self.key_lead, "warning", day),
-                    Deadline(self.cal.day_start(day), "warning", day),
-                    Deadline(self.hours_warning_at(day, self.fired_until), "warning", day),
+                    Deadline(self._day_start(day), "warning", day),
                 ]
+                if patrol_warning:
+                    at = self.hours_warning_at(day, self.fired_until)
+                    out.append(Deadline(at, "warning", day))
         return out
 
     def _decide(self, ctx: RuleContext, deadline: Deadline) -> None:
@@ -270,14 +359,17 @@ class DutyRules:
 
     def _on_scan(self, ctx: RuleContext, scan: Signed) -> None:
         self.scans.setdefault(scan.person, []).append(scan)
-        self._version[scan.person] = self._version.get(scan.person, 0) + 1
+        track = self._tracks.get(scan.person)
+        if track is None:
+            track = self._tracks[scan.person] = _Track(self.max_gap)
+        track.add(scan)
         ctx.clear(ABSENT, scan.person)  # their first scan after the deadline (rule 1)
         if scan.post == self.handover_post and self.overdue:
             for day, signers in self.overdue.items():
-                if scan.time >= self.cal.day_start(day) - CHECK_IN_LEAD:
+                if scan.time >= self._day_start(day) - CHECK_IN_LEAD:
                     signers.add(scan.person)
             self._recheck_handovers(ctx)
-        day = self.cal.day_of(scan.time)
+        day = self._day_of(scan.time)
         if self.roster.manager(day, ctx.now) == scan.person:
             if self.patrolled(day, ctx.now) >= self.quota:
                 ctx.clear(HOURS_AT_RISK, scan.person)
@@ -299,7 +391,7 @@ class DutyRules:
 
     def _handover_signers(self, day: dt.date) -> set[str]:
         """Everyone known to have signed at the handover post since `day` day_starts − 30 min."""
-        since = self.cal.day_start(day) - CHECK_IN_LEAD
+        since = self._day_start(day) - CHECK_IN_LEAD
         return {
             person
             for person, scans in self.scans.items()
@@ -340,7 +432,7 @@ class DutyRules:
         ):
             ctx.clear(ABSENT, before)  # the duty of that day is covered (rule 1)
         self._recheck_handovers(ctx)
-        if swap.registered_at > self.cal.day_start(swap.date):
+        if swap.registered_at > self._day_start(swap.date):
             rostered = self.roster.rostered(swap.date)
             if rostered is not None:
                 ctx.raise_(
@@ -448,7 +540,7 @@ class DutyRules:
 
     def _early_warnings(self, ctx: RuleContext, day: dt.date) -> None:
         now = ctx.now
-        start = self.cal.day_start(day)
+        start = self._day_start(day)
         key_deadline = self.deadline(day, "key_posts_deadline")
         manager = self.roster.manager(day, now)
         if manager is not None and key_deadline - self.key_lead <= now < key_deadline:
@@ -488,16 +580,22 @@ class DutyRules:
             )
 
     def _prune(self, now: dt.datetime) -> None:
-        oldest = self.cal.day_of(now) - dt.timedelta(days=2)
-        horizon = self.cal.day_start(oldest)
+        oldest = self._day_of(now) - dt.timedelta(days=2)
+        horizon = self._day_start(oldest)
         for day in [d for d in self.confirmed if d < oldest and d not in self.overdue]:
             del self.confirmed[day]
         for person, scans in list(self.scans.items()):
+            track = self._tracks.get(person)
+            if track is not None and track.times and track.times[0] >= horizon:
+                continue  # nothing of theirs is older than the horizon
             kept = [s for s in scans if s.time >= horizon]
             if len(kept) == len(scans):
                 continue
-            self._version[person] = self._version.get(person, 0) + 1
             if kept:
                 self.scans[person] = kept
+                track = self._tracks[person] = _Track(self.max_gap)
+                for s in kept:
+                    track.add(s)
             else:
                 del self.scans[person]
+                self._tracks.pop(person, None)

@@ -54,8 +54,10 @@ class Engine:
         the message completes or clears happens when it is handled, never later.
         """
         event = rule_time(event, at)
-        out = self._advance(at - grace, inclusive=False)
-        out += self._advance(min(at, event.time), inclusive=False)
+        first, second = at - grace, min(at, event.time)
+        out = self._advance(first, inclusive=False)
+        if second > first:  # otherwise nothing is left before it: the first pass fired it all
+            out += self._advance(second, inclusive=False)
         self.now = max(self.now, at)
         ctx = RuleContext(self.site, self.book, self.now)
         for rule in self.rules:
@@ -84,15 +86,20 @@ class Engine:
         """
         passed = self.fired_through[0]
         out: list[Transition] = []
+        rules = self.rules
         while True:
-            due = [
-                (d, i)
-                for i, d in enumerate(r.next_deadline() for r in self.rules)
-                if d is not None and (d < to or (inclusive and d == to))
-            ]
-            if not due:
+            # The earliest due deadline, the first rule's on a tie (a plain loop: this runs
+            # twice for every event).
+            when: dt.datetime | None = None
+            index = -1
+            for i, rule in enumerate(rules):
+                d = rule.next_deadline()
+                if d is None or not (d < to or (inclusive and d == to)):
+                    continue
+                if when is None or d < when:
+                    when, index = d, i
+            if when is None:
                 break
-            when, index = min(due)
             self.now = max(self.now, when)
             ctx = RuleContext(self.site, self.book, when if when >= passed else self.now)
             self.rules[index].on_deadline(ctx)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -108,6 +109,20 @@ class EquipmentRules:
                 if metric.latch:
                     self.latched.setdefault(e.post, []).append((e.id, m))
         self.checked: dict[str, dt.datetime] = {}
+        # Pending deadlines as a heap of (when, metric key or equipment id), checked against the
+        # state when they reach the top (an entry the state no longer gives is dropped): the
+        # next deadline costs O(log n) per reading instead of a pass over every metric.
+        self._for_td = {
+            (e.id, m): dt.timedelta(seconds=metric.for_seconds)
+            for e in site.config.equipment
+            for m, metric in e.metrics.items()
+        }
+        self._stale_td = {
+            e.id: dt.timedelta(seconds=e.stale_after_seconds or 0) for e in site.config.equipment
+        }
+        self._heap: list[tuple[dt.datetime, int, str, str]] = []
+        for eq, last in self.last_reading.items():
+            self._push_stale(eq, last)
 
     def on_event(self, ctx: RuleContext, event: Event) -> None:
         """Readings move the metrics; an engineer's scan at the post releases latched alerts."""
@@ -125,17 +140,33 @@ class EquipmentRules:
 
     def next_deadline(self) -> dt.datetime | None:
         """The earliest duration reached or silence too long."""
-        pending = [
-            st.out_since + self._for(eq, m)
-            for (eq, m), st in self.state.items()
-            if st.out_since is not None and self._for(eq, m) > dt.timedelta(0)
-        ]
-        pending += [
-            last + self._stale_after(eq)
-            for eq, last in self.last_reading.items()
-            if self.stale_fired.get(eq) != last
-        ]
-        return min(pending, default=None)
+        heap = self._heap
+        while heap:
+            when, kind, eq, name = heap[0]
+            if self._pending(when, kind, eq, name):
+                return when
+            heapq.heappop(heap)
+        return None
+
+    def _pending(self, when: dt.datetime, kind: int, eq: str, name: str) -> bool:
+        """Whether the state still gives this deadline (heap entries are never removed early)."""
+        if kind == 0:
+            st = self.state[(eq, name)]
+            return st.out_since is not None and st.out_since + self._for_td[(eq, name)] == when
+        last = self.last_reading[eq]
+        return self.stale_fired.get(eq) != last and last + self._stale_td[eq] == when
+
+    def _push_out(self, eq: str, name: str, since: dt.datetime) -> None:
+        duration = self._for_td[(eq, name)]
+        if duration > dt.timedelta(0):
+            heapq.heappush(self._heap, (since + duration, 0, eq, name))
+
+    def _push_stale(self, eq: str, last: dt.datetime) -> None:
+        heapq.heappush(self._heap, (last + self._stale_td[eq], 1, eq, ""))
+        if len(self._heap) > 4 * (len(self._stale_td) + len(self._for_td)) + 1024:
+            # Entries the state no longer gives pile up behind the valid ones: drop them.
+            self._heap = [e for e in self._heap if self._pending(*e)]
+            heapq.heapify(self._heap)
 
     def on_deadline(self, ctx: RuleContext) -> None:
         """Raise what is due at `ctx.now`."""
@@ -169,7 +200,10 @@ class EquipmentRules:
         if eq in self.last_reading:
             # Staleness is about hearing from the equipment: a meter that delivers what it
             # buffered while offline is heard now, whatever its readings' stamps say.
-            self.last_reading[eq] = max(self.last_reading[eq], reading.received_at)
+            last = max(self.last_reading[eq], reading.received_at)
+            if last != self.last_reading[eq]:
+                self.last_reading[eq] = last
+                self._push_stale(eq, last)
             ctx.clear(STALE, eq)
         for name, value in reading.values.items():
             metric = self.site.equipment[eq].metrics[name]
@@ -185,6 +219,7 @@ class EquipmentRules:
             if is_out(metric, value):
                 if open_alert is None and st.out_since is None:
                     st.out_since = reading.time
+                    self._push_out(eq, name, reading.time)
                     if metric.for_seconds == 0:
                         self._raise(ctx, eq, name, st)
                 continue

@@ -29,6 +29,8 @@ class Rounds:
         }
         self.last: dict[str, dt.datetime] = dict.fromkeys(self.posts, start)
         self.fired: dict[str, dt.datetime] = {}  # post → the `last` its alert was raised for
+        self._next: dt.datetime | None = None  # next_deadline(), kept until `last` or `fired` move
+        self._next_known = False
 
     def due(self, post: str) -> dt.datetime:
         """When the next round at `post` is due."""
@@ -41,6 +43,7 @@ class Rounds:
         if not self.site.has_role(event.person, self.posts[event.post].roles):
             return
         self.last[event.post] = max(self.last[event.post], event.time)
+        self._next_known = False
         if self.due(event.post) > ctx.now:
             ctx.clear(ROUND_MISSED, event.post)
         elif ctx.book.get(ROUND_MISSED, event.post) is not None:
@@ -49,11 +52,15 @@ class Rounds:
 
     def next_deadline(self) -> dt.datetime | None:
         """The earliest round due that has not been raised yet."""
-        pending = [self.due(p) for p in self.posts if self.fired.get(p) != self.last[p]]
-        return min(pending, default=None)
+        if not self._next_known:
+            pending = [self.due(p) for p in self.posts if self.fired.get(p) != self.last[p]]
+            self._next = min(pending, default=None)
+            self._next_known = True
+        return self._next
 
     def on_deadline(self, ctx: RuleContext) -> None:
         """Raise for every post whose round is due now."""
+        self._next_known = False
         for post, rounds in self.posts.items():
             if self.fired.get(post) != self.last[post] and self.due(post) <= ctx.now:
                 self.fired[post] = self.last[post]

@@ -210,7 +210,7 @@ class SqliteStore:
                 scan.person,
                 _t(scan.time),
                 _t(scan.received_at),
-                json.dumps(list(scan.flags)),
+                _flags(scan.flags),
                 _opt(scan.sent_ts),
                 scan.assurance,
                 scan.sun_counter,
@@ -265,7 +265,7 @@ class SqliteStore:
 
     def add_reading(self, reading: Reading) -> None:
         """Store a reading's values (one row per metric)."""
-        flags = json.dumps(list(reading.flags))
+        flags = _flags(reading.flags)
         rows = [
             (
                 reading.equipment,
@@ -592,6 +592,19 @@ class SqliteStore:
         return [
             (str(r), s) for r, s in self._db.execute("SELECT reader, seq FROM scans ORDER BY id")
         ]
+
+
+_FLAGS_JSON: dict[tuple[str, ...], str] = {(): "[]"}
+
+
+def _flags(flags: tuple[str, ...]) -> str:
+    """A scan's or reading's flags as stored; the few combinations there are, encoded once."""
+    text = _FLAGS_JSON.get(flags)
+    if text is None:
+        text = json.dumps(list(flags))
+        if len(_FLAGS_JSON) < 256:
+            _FLAGS_JSON[flags] = text
+    return text
 
 
 def _opt(instant: dt.datetime | None) -> float | None:
