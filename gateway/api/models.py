@@ -117,6 +117,7 @@ class ScanPublic(BaseModel):
     time: str
     received_at: str
     flags: list[str]
+    assurance: str = Field(description="plain_uid, signed_qr or sun: how the scan was proven")
 
 
 class BucketPublic(BaseModel):

@@ -139,7 +139,9 @@ class ReadSide:
 
     # -- scans ---------------------------------------------------------------------------------
 
-    _SCAN = "SELECT id, reader, post, person, method, time, received_at, flags FROM scans"
+    _SCAN = (
+        "SELECT id, reader, post, person, method, time, received_at, flags, assurance FROM scans"
+    )
 
     def scans(
         self,
@@ -176,7 +178,7 @@ class ReadSide:
 
     @staticmethod
     def _scan(site: Site, row: tuple[Any, ...]) -> dict[str, Any]:
-        ident, reader, post, person, method, time, received, flags = row
+        ident, reader, post, person, method, time, received, flags, assurance = row
         who = site.people.get(person) if person else None
         where = site.posts.get(post)
         return {
@@ -190,6 +192,7 @@ class ReadSide:
             "time": iso(_instant(time), site.tz),
             "received_at": iso(_instant(received), site.tz),
             "flags": json.loads(flags),
+            "assurance": assurance,  # plain_uid, signed_qr or sun (issue 13)
         }
 
     # -- plant room and devices ----------------------------------------------------------------

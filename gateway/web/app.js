@@ -17,6 +17,7 @@ const T = {
     ack: "确认", acknowledged: "已确认", open: "未确认", by: "确认人", none: "无",
     all_online: "全部在线", signed_off: "已补签", bad_token: "令牌无效", comment: "备注",
     ack_done: "已确认，谢谢。", lang: "English", shelved: "已搁置至", manual: "手工",
+    assurance_signed_qr: "签名二维码", assurance_sun: "防伪标签",
   },
   en: {
     logout: "Log out", login: "Log in", token: "Token", sign_in: "Log in",
@@ -33,6 +34,7 @@ const T = {
     by: "by", none: "none", all_online: "all online", signed_off: "Signed off",
     bad_token: "Token not valid", comment: "Comment", ack_done: "Acknowledged, thank you.",
     lang: "中文", shelved: "shelved until", manual: "manual",
+    assurance_signed_qr: "signed QR", assurance_sun: "SUN tag",
   },
 };
 
@@ -243,6 +245,8 @@ function renderScans() {
   $("scans").replaceChildren(...model.scans.map((s) =>
     el("li", { "data-scan-id": s.id },
       `${hhmm(s.time)} ${s.post_name} · ${s.person_name || "?"}`,
+      ...(s.assurance && s.assurance !== "plain_uid"
+        ? [el("span", { class: "tag signed" }, ` ${t("assurance_" + s.assurance)}`)] : []),
       ...s.flags.map((f) => el("span", { class: "tag" }, ` ${f === "manual" ? t("manual") : f}`)))));
 }
 

@@ -324,6 +324,7 @@ def test_manual_signoff_is_a_scan_flagged_manual(desk: Desked) -> None:
         ["manual"],
     )
     assert scan["time"] == "2026-11-28T09:20:00+08:00"
+    assert scan["assurance"] == "plain_uid"  # issue 13: every scan says how it was proven
     status = desk.as_("li-na", "GET", "/api/v1/status").json()
     assert [p["post"] for p in status["patrol"]["key_posts"]["signed"]] == ["front-desk"]
 
