@@ -4,6 +4,7 @@ tokens, sessions, the 401/403 matrix, 404 and 422, every command through the sin
 from __future__ import annotations
 
 import datetime as dt
+import json
 import pathlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -435,3 +436,27 @@ def test_an_ack_link_acts_for_its_person_on_its_alert_only(desk: Desked) -> None
     long_lived = int((T0 + dt.timedelta(days=30)).timestamp())
     forged = {**body, "expires": long_lived, "sig": sign(KEY, "guo-jun", first, long_lived)}
     assert desk.client.post("/api/v1/ack-link", json=forged).status_code == 401
+
+
+def test_someone_notified_of_an_alert_may_act_on_it(desk: Desked) -> None:
+    """§10: anyone may act on an alert they were notified of, and on no other: the desk of a
+    running gateway asks the store's notifications (gateway/notify/outbox.py)."""
+    from gateway.notify.outbox import was_notified
+
+    desk.desk.notified = lambda alert, person: was_notified(desk.store, alert, person)
+    alert = major_incident(desk, by="li-na")
+    other = major_incident(desk, by="li-na")
+    store = SqliteStore(desk.store)
+    store.connection.execute(
+        "INSERT INTO notifications (alert_id, rule, subject, severity, stage, repeat, kind, at,"
+        " url, masked, people, record) VALUES (?, 'incident.major', 'x', 'critical', 0, 0,"
+        " 'raised', 0, 'json://h/', 'json://h/', ?, '{}')",
+        (alert, json.dumps(["guo-jun"])),
+    )
+    store.commit()
+    store.close()
+    body = {"comment": "已到场"}
+    assert desk.as_("guo-jun", "POST", f"/api/v1/alerts/{other}/ack", json=body).status_code == 403
+    answer = desk.as_("guo-jun", "POST", f"/api/v1/alerts/{alert}/ack", json=body)
+    assert answer.status_code < 300, answer.text
+    assert desk.as_("liu-qiang", "POST", f"/api/v1/alerts/{other}/ack", json={}).status_code == 403
