@@ -97,8 +97,24 @@ def filled(influxd: Influxd, tmp_path_factory: pytest.TempPathFactory) -> tuple[
         )
         for r, s in sorted(open_now)
     ]
-    # The acknowledgements, replayed on the same store after the scenario.
-    all_lines = list(read_events(io.StringIO(text + "\n".join(acks) + "\n"), site.tz))
+    # A double tap: a flagged scan for the flagged-scans panel (the repository's own scenarios,
+    # used where ../shared is missing, have none).
+    person = next(p for p in site.config.people if p.id == manager)
+    method, _, credential = person.credentials[0].partition(":")
+    reader = sorted(site.reader_post)[0]
+    taps = [
+        json.dumps(
+            {
+                "topic": f"estate/{site.id}/reader/{reader}/scan",
+                "payload": {"credential": credential, "method": method, "seq": 900_000 + i},
+                "received_at": (end + dt.timedelta(seconds=60 + 5 * i)).isoformat(),
+            }
+        )
+        for i in range(2)
+    ]
+    # The acknowledgements and the taps, replayed on the same store after the scenario.
+    extra = "\n".join(acks + taps) + "\n"
+    all_lines = list(read_events(io.StringIO(text + extra), site.tz))
     store.close()
     (folder / f"{site.id}.sqlite").unlink()
     store = SqliteStore(folder / f"{site.id}.sqlite")
