@@ -35,7 +35,13 @@ from gateway.events import (
     Scan,
     SwapRegistered,
 )
-from gateway.ingest.decode import MAX_PAYLOAD_BYTES, MAX_REASON_CHARS, Decoder, reason_text
+from gateway.ingest.decode import (
+    MAX_PAYLOAD_BYTES,
+    MAX_REASON_CHARS,
+    Decoder,
+    Parsed,
+    reason_text,
+)
 from gateway.ingest.topics import Topics
 from gateway.notify import outbox
 from gateway.notify.policy import Escalation, Notice, ObservedBook
@@ -218,10 +224,17 @@ class Pipeline:
 
     # -- messages ----------------------------------------------------------------------------
 
-    def handle(self, msg: Message) -> Outcome:
-        """One inbound message; the store is written but not committed."""
+    def handle(self, msg: Message, parsed: Parsed | None = None) -> Outcome:
+        """One inbound message; the store is written but not committed.
+
+        `parsed`: its payload already read (replay), `msg.payload` then left empty.
+        """
         self.counters["received"] += 1
-        decoded = self.decoder.decode(msg)
+        decoded = None if parsed is None else self.decoder.decode_parsed(msg, parsed)
+        if decoded is None:
+            if parsed is not None:
+                msg = dataclasses.replace(msg, payload=parsed.payload)
+            decoded = self.decoder.decode(msg)
         out = Outcome(refusals=[self.refuse(r, msg.received_at) for r in decoded.rejections])
         event = decoded.event
         if isinstance(event, Scan):
