@@ -162,6 +162,7 @@ class Pipeline:
         self.verifier = Verifier(site, secrets, store)  # signatures and backdating (§1, §3)
         self.engine = self._engine(start, [])
         self.counters: Counter[str] = Counter()
+        self.answers = True  # replay throws the scan answers away: it sets this False
         self._last_status: dict[str, Any] | None = None
 
     def _engine(self, start: dt.datetime, swaps: list[Swap]) -> Engine:
@@ -242,13 +243,15 @@ class Pipeline:
             if isinstance(stored, tuple):
                 # A redelivery: answer as the first time, count it, keep it from the rules.
                 self.counters["duplicates"] += 1
-                out.answers.append(self._answer(dataclasses.replace(event, flags=stored)))
+                if self.answers:
+                    out.answers.append(self._answer(dataclasses.replace(event, flags=stored)))
             else:
                 if stored is True:  # the reader's counter started again (§3)
                     event = dataclasses.replace(event, flags=(*event.flags, SEQ_RESET))
                 verdict = self.verifier.check(event)
                 out.transitions = self._scan(verdict.scan, msg.received_at)
-                out.answers.append(self._answer(self._last_scan, verdict.reason))
+                if self.answers:
+                    out.answers.append(self._answer(self._last_scan, verdict.reason))
         elif isinstance(event, Reading):
             stored_reading = self.store.stored_reading(event)
             if stored_reading is True:

@@ -18,7 +18,7 @@ from gateway.commands import Command, CommandError
 from gateway.commands import parse as parse_command
 from gateway.config.site import Site
 from gateway.events import Message
-from gateway.ingest.decode import SIZE_BOUND_PER_CHAR
+from gateway.ingest.decode import SIZE_BOUND_PER_CHAR, read_instant
 from gateway.ingest.topics import Topics
 from gateway.notify.channels import mask
 from gateway.notify.policy import Notice
@@ -129,7 +129,7 @@ def read_events(lines: Iterable[str], tz: dt.tzinfo) -> Iterator[Recorded | Skip
             yield Skipped(number, "既无 received_at 也无 ts / neither received_at nor a payload ts")
             continue
         try:
-            received = parse_instant(at, tz)
+            received = read_instant(at, tz)
         except BadTime as exc:
             if "received_at" in record:
                 yield Skipped(number, f"received_at: {exc}")
@@ -220,6 +220,7 @@ def replay_decisions(
             if pipeline is None:
                 # round.missed and equipment.stale count from the first message (§5 rule 6).
                 pipeline = Pipeline(site, Topics(root, site.id), db, start=clock)
+                pipeline.answers = False  # nobody to answer
             for early in [*waiting, rec]:
                 if early.command is not None:
                     outcome = pipeline.command(early.command, clock)

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 from collections import Counter
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -14,11 +15,12 @@ import gateway
 from gateway.alerts.book import Transition
 from gateway.config import Site, load_site
 from gateway.events import Message, Scan
-from gateway.ingest.decode import Decoder
+from gateway.ingest.decode import Decoder, read_instant
 from gateway.ingest.topics import Topics
 from gateway.replay import Recorded, ReplayNote, read_events, replay_decisions
 from gateway.store.memory import MemoryStore
 from gateway.store.sqlite import SqliteStore
+from gateway.timeutil import parse_instant
 
 SITE = Path(gateway.__file__).parent / "sites" / "zcity.yaml"
 BASE = "estate/zcity"
@@ -157,3 +159,17 @@ def test_twin_sun_counters_as_sqlite() -> None:
             ), (counter, minutes)
     assert twin.sun_conflict("04AA", 9, t0) == "seen"
     assert twin.sun_conflict("04BB", 1, t0) is None
+
+
+def test_remembered_instant_is_per_text_and_zone() -> None:
+    """The decoder's memo of the last time read answers only for the same text in the same
+    zone: a naive time read in another zone is another instant (a memo by text alone would
+    give the first zone's)."""
+    shanghai, new_york = ZoneInfo("Asia/Shanghai"), ZoneInfo("America/New_York")
+    naive = "2026-11-27T09:00:00"
+    first = read_instant(naive, shanghai)
+    assert read_instant(naive, shanghai) == first
+    assert read_instant(naive, new_york) == parse_instant(naive, new_york) != first
+    assert read_instant("2026-11-27T01:00:00Z", shanghai) == dt.datetime(
+        2026, 11, 27, 1, tzinfo=dt.UTC
+    )
