@@ -35,7 +35,13 @@ from gateway.events import (
     Scan,
     SwapRegistered,
 )
-from gateway.ingest.decode import MAX_PAYLOAD_BYTES, MAX_REASON_CHARS, Decoder, reason_text
+from gateway.ingest.decode import (
+    MAX_PAYLOAD_BYTES,
+    MAX_REASON_CHARS,
+    Decoder,
+    Parsed,
+    reason_text,
+)
 from gateway.ingest.topics import Topics
 from gateway.notify import outbox
 from gateway.notify.policy import Escalation, Notice, ObservedBook
@@ -156,6 +162,7 @@ class Pipeline:
         self.verifier = Verifier(site, secrets, store)  # signatures and backdating (§1, §3)
         self.engine = self._engine(start, [])
         self.counters: Counter[str] = Counter()
+        self.answers = True  # replay throws the scan answers away: it sets this False
         self._last_status: dict[str, Any] | None = None
 
     def _engine(self, start: dt.datetime, swaps: list[Swap]) -> Engine:
@@ -218,10 +225,17 @@ class Pipeline:
 
     # -- messages ----------------------------------------------------------------------------
 
-    def handle(self, msg: Message) -> Outcome:
-        """One inbound message; the store is written but not committed."""
+    def handle(self, msg: Message, parsed: Parsed | None = None) -> Outcome:
+        """One inbound message; the store is written but not committed.
+
+        `parsed`: its payload already read (replay), `msg.payload` then left empty.
+        """
         self.counters["received"] += 1
-        decoded = self.decoder.decode(msg)
+        decoded = None if parsed is None else self.decoder.decode_parsed(msg, parsed)
+        if decoded is None:
+            if parsed is not None:
+                msg = dataclasses.replace(msg, payload=parsed.payload)
+            decoded = self.decoder.decode(msg)
         out = Outcome(refusals=[self.refuse(r, msg.received_at) for r in decoded.rejections])
         event = decoded.event
         if isinstance(event, Scan):
@@ -229,13 +243,15 @@ class Pipeline:
             if isinstance(stored, tuple):
                 # A redelivery: answer as the first time, count it, keep it from the rules.
                 self.counters["duplicates"] += 1
-                out.answers.append(self._answer(dataclasses.replace(event, flags=stored)))
+                if self.answers:
+                    out.answers.append(self._answer(dataclasses.replace(event, flags=stored)))
             else:
                 if stored is True:  # the reader's counter started again (§3)
                     event = dataclasses.replace(event, flags=(*event.flags, SEQ_RESET))
                 verdict = self.verifier.check(event)
                 out.transitions = self._scan(verdict.scan, msg.received_at)
-                out.answers.append(self._answer(self._last_scan, verdict.reason))
+                if self.answers:
+                    out.answers.append(self._answer(self._last_scan, verdict.reason))
         elif isinstance(event, Reading):
             stored_reading = self.store.stored_reading(event)
             if stored_reading is True:

@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, TextIO
+
+import orjson
 
 from gateway.alerts.book import Transition, change_word
 from gateway.commands import Command, CommandError
 from gateway.commands import parse as parse_command
 from gateway.config.site import Site
 from gateway.events import Message
+from gateway.ingest.decode import SIZE_BOUND_PER_CHAR, read_instant
 from gateway.ingest.topics import Topics
 from gateway.notify.channels import mask
 from gateway.notify.policy import Notice
 from gateway.pipeline import Pipeline
+from gateway.store.memory import MemoryStore
 from gateway.store.sqlite import SqliteStore
 from gateway.timeutil import BadTime, iso, parse_instant
 
@@ -30,13 +36,40 @@ class ReplayError(Exception):
 
 @dataclass(frozen=True)
 class Recorded:
-    """One line of an events file: a message, or a command (`command` set, `topic` empty)."""
+    """One line of an events file: a message, or a command (`command` set, `topic` empty).
+
+    A payload given as a JSON object may come already read (`body`, with `size_bound` at least
+    its size as bytes): the decoder then does not parse it again. `payload` is its bytes, made
+    only when asked (a refusal quotes them).
+    """
 
     line: int
     topic: str
-    payload: bytes
+    raw: bytes
     received_at: dt.datetime | None
     command: Command | None = None
+    body: dict[str, Any] | None = None
+    size_bound: int = 0
+
+    @cached_property
+    def payload(self) -> bytes:
+        """The payload as the device would have sent it."""
+        return self.raw if self.body is None else json.dumps(self.body).encode()
+
+
+# orjson reads integers beyond 64 bits as floats where `json` keeps them exact, and refuses what
+# `json` takes (NaN, a lone surrogate): such a line takes the standard library's way.
+_LONG_NUMBER = re.compile(r"[0-9]{19}")
+
+
+def _read_line(raw: str) -> tuple[Any, bool]:
+    """The line's JSON value, and whether orjson read it (its payload may then go on parsed)."""
+    if not _LONG_NUMBER.search(raw):
+        try:
+            return orjson.loads(raw), True
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(raw), False
 
 
 @dataclass(frozen=True)
@@ -58,7 +91,7 @@ def read_events(lines: Iterable[str], tz: dt.tzinfo) -> Iterator[Recorded | Skip
         if not raw.strip():
             continue
         try:
-            record = json.loads(raw)
+            record, fast = _read_line(raw)
         except (json.JSONDecodeError, RecursionError) as exc:
             yield Skipped(number, f"不是 JSON / not JSON ({getattr(exc, 'msg', 'too deep')})")
             continue
@@ -82,22 +115,29 @@ def read_events(lines: Iterable[str], tz: dt.tzinfo) -> Iterator[Recorded | Skip
             yield Skipped(number, 'expected {"topic": …, "payload": …}')
             continue
         payload: Any = record.get("payload", "")
-        body = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+        parsed: dict[str, Any] | None = None
+        if isinstance(payload, str):
+            body = payload.encode()
+        elif fast and isinstance(payload, dict):
+            parsed, body = payload, b""  # read once: the decoder takes the object as it is
+        else:
+            body = json.dumps(payload).encode()
+        bound = len(raw) * SIZE_BOUND_PER_CHAR
         if at is None:
             at = _payload_ts(payload)
         if at is None:
             yield Skipped(number, "既无 received_at 也无 ts / neither received_at nor a payload ts")
             continue
         try:
-            received = parse_instant(at, tz)
+            received = read_instant(at, tz)
         except BadTime as exc:
             if "received_at" in record:
                 yield Skipped(number, f"received_at: {exc}")
                 continue
             # A bad payload ts: the message is refused by the decoder, at the clock's present.
-            yield Recorded(number, record["topic"], body, None)
+            yield Recorded(number, record["topic"], body, None, None, parsed, bound)
             continue
-        yield Recorded(number, record["topic"], body, received)
+        yield Recorded(number, record["topic"], body, received, None, parsed, bound)
 
 
 def _payload_ts(payload: object) -> object:
@@ -156,7 +196,7 @@ def replay_decisions(
 ) -> Iterator[Transition | Notice]:
     """`replay`, with the notifications decided (§9) among the transitions, in time order."""
     own_store = store is None
-    db = store or SqliteStore(":memory:")
+    db = store or MemoryStore()  # §7: stores nothing unless asked
     pipeline: Pipeline | None = None
     clock: dt.datetime | None = None
     waiting: list[Recorded] = []  # messages before the first that tells the time
@@ -180,6 +220,7 @@ def replay_decisions(
             if pipeline is None:
                 # round.missed and equipment.stale count from the first message (§5 rule 6).
                 pipeline = Pipeline(site, Topics(root, site.id), db, start=clock)
+                pipeline.answers = False  # nobody to answer
             for early in [*waiting, rec]:
                 if early.command is not None:
                     outcome = pipeline.command(early.command, clock)
@@ -188,8 +229,12 @@ def replay_decisions(
                     if not outcome.ok:
                         said.append(ReplayNote(early.line, outcome.message))
                     continue
-                msg = Message(early.topic, early.payload, clock, qos=1)
-                yield from _in_order(pipeline.handle(msg).transitions, pipeline.take_notices())
+                if early.body is not None:
+                    msg = Message(early.topic, b"", clock, qos=1)
+                    handled = pipeline.handle(msg, early)
+                else:
+                    handled = pipeline.handle(Message(early.topic, early.payload, clock, qos=1))
+                yield from _in_order(handled.transitions, pipeline.take_notices())
             waiting.clear()
             if n % COMMIT_EVERY == 0:
                 db.commit()

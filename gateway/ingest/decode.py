@@ -8,7 +8,7 @@ import json
 import logging
 import math
 import re
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -33,6 +33,26 @@ log = logging.getLogger(__name__)
 MAX_PAYLOAD_BYTES = 64 * 1024  # the default of --max-payload-bytes (contract §7)
 MAX_REASON_CHARS = 300  # a refusal's reason stays readable whatever the payload held
 MAX_CREDENTIAL_CHARS = 256
+# A JSON text re-encoded by `json.dumps` is at most this many bytes per character it had (an
+# astral character written raw becomes a 12-byte surrogate pair escape): a bound on the size.
+SIZE_BOUND_PER_CHAR = 12
+
+
+class Parsed(Protocol):
+    """A payload already read as a JSON object (replay reads each line once)."""
+
+    @property
+    def body(self) -> dict[str, Any] | None:
+        """The object read."""
+
+    @property
+    def size_bound(self) -> int:
+        """At least the size of `payload`, known without making it."""
+
+    @property
+    def payload(self) -> bytes:
+        """The bytes, made when a refusal needs to quote them."""
+
 
 # Chinese first, English second, for operators reading gateway/rejected (contract §2).
 REASONS_ZH = {
@@ -48,6 +68,22 @@ REASONS_ZH = {
     "bad_field": "字段错误",
     "retained": "保留消息",
 }
+
+
+_last_instant: list[tuple[str, dt.tzinfo, dt.datetime]] = []
+
+
+def read_instant(value: object, tz: dt.tzinfo) -> dt.datetime:
+    """`parse_instant`, remembering the last text read: replay reads a line's `ts` for its
+    receive time, then the decoder reads the same text again."""
+    if type(value) is str and _last_instant:
+        text, zone, instant = _last_instant[0]
+        if text == value and zone is tz:
+            return instant
+    instant = parse_instant(value, tz)
+    if type(value) is str:
+        _last_instant[:] = [(value, tz, instant)]
+    return instant
 
 
 def reason_text(rejection: Rejection) -> str:
@@ -85,12 +121,24 @@ class Decoder:
             detail = f"internal error while decoding ({type(exc).__name__}); please report it"
             return Decoded(rejections=(self._reject(msg, "bad_field", detail),))
 
+    def decode_parsed(self, msg: Message, parsed: Parsed) -> Decoded | None:
+        """`decode` of a payload already read as a JSON object, when it is accepted as a whole;
+        None when the answer needs the bytes (a refusal quotes them, a status is text, the size
+        is not known to be under the limit): then `decode` the message with its bytes."""
+        if parsed.body is None or parsed.size_bound > self.max_payload_bytes:
+            return None
+        try:
+            decoded = self._decode(msg, parsed.body)
+        except Exception:  # a refusal or a bug: the bytes' way says which, with the payload
+            return None
+        return None if decoded.rejections else decoded
+
     def _reject(self, msg: Message, code: str, detail: str) -> Rejection:
         if len(detail) > MAX_REASON_CHARS:
             detail = detail[: MAX_REASON_CHARS - 1] + "…"
         return Rejection(code, detail, msg.topic, msg.payload[:512])
 
-    def _decode(self, msg: Message) -> Decoded:
+    def _decode(self, msg: Message, body: dict[str, Any] | None = None) -> Decoded:
         size = msg.oversize or len(msg.payload)
         if msg.oversize or size > self.max_payload_bytes:
             # The link cut it before queueing (msg.oversize): only its first bytes are here.
@@ -119,14 +167,14 @@ class Decoder:
                     "unknown_reader",
                     f"reader {ident!r} is not declared: add it to a post's readers in the site",
                 )
-            return Decoded(self._scan(ident, _json_object(msg), msg))
+            return Decoded(self._scan(ident, _json_object(msg) if body is None else body, msg))
         if kind == "reading":
             if ident not in self.site.equipment:
                 raise _Refused(
                     "unknown_equipment",
                     f"equipment {ident!r} is not declared: add it under equipment in the site file",
                 )
-            return self._reading(ident, _json_object(msg), msg)
+            return self._reading(ident, _json_object(msg) if body is None else body, msg)
         if ident not in self._devices:
             raise _Refused(
                 "unknown_device", f"device {ident!r} is neither a declared reader nor equipment"
@@ -141,7 +189,7 @@ class Decoder:
         if body.get("ts") is None:
             return msg.received_at, (), None
         try:
-            ts = parse_instant(body["ts"], self.site.tz)
+            ts = read_instant(body["ts"], self.site.tz)
         except BadTime as exc:
             raise _Refused("bad_field", f"ts: {exc}") from exc
         if ts - msg.received_at > self.site.max_clock_skew:

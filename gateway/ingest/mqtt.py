@@ -16,6 +16,7 @@ queued whole: a 512-byte head is, for the decoder to refuse as `too_large`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_PAYLOAD_BYTES = 65_536  # contract §7, --max-payload-bytes
 OVERSIZE_HEAD_BYTES = 512  # what of an over-size payload is kept, for gateway/rejected
 READ_AHEAD_BYTES = 65_536  # what the network thread asks of the socket at once
+WRITE_AT_ONCE_BYTES = 65_536  # queued packets joined into one send, up to this size
+_PUBACK, _PUBLISH = 0x40, 0x30
 WAIT_LOG_SECONDS = 30  # how often a blocked thread says that it still waits
 RETRY_MAX_SECONDS = 60
 # MQTT 5 drops a session at disconnect unless the CONNECT asks to keep it (§3.1.2.11.2): a
@@ -172,10 +175,15 @@ class _Client(paho.Client):
         self._on_error = on_error
         self._ahead = b""  # bytes read from the socket beyond what paho has asked for so far
         self._ahead_at = 0
+        # A wake-up byte is on its way to the network thread, which has not yet written what
+        # was queued: packets queued meanwhile go out with that write and need no byte of their
+        # own (paho sends one per packet, a system call each).
+        self._wake_pending = False
 
     def reconnect(self) -> MQTTErrorCode:
         """Connect (TCP, TLS handshake, CONNECT); report an OSError before paho retries."""
         self._ahead, self._ahead_at = b"", 0
+        self._wake_pending = False
         self._on_attempt()
         try:
             return super().reconnect()
@@ -207,7 +215,74 @@ class _Client(paho.Client):
 
     def _sock_close(self) -> None:
         self._ahead, self._ahead_at = b"", 0
+        self._wake_pending = False
         super()._sock_close()
+
+    def _packet_queue(
+        self,
+        command: int,
+        packet: bytes | bytearray,
+        mid: int,
+        qos: int,
+        info: paho.MQTTMessageInfo | None = None,
+    ) -> MQTTErrorCode:
+        if self._thread is None or self._sockpairW is None:
+            return super()._packet_queue(command, packet, mid, qos, info)
+        self._out_packet.append(
+            {
+                "command": command,
+                "mid": mid,
+                "qos": qos,
+                "pos": 0,
+                "to_process": len(packet),
+                "packet": packet,
+                "info": info,
+            }
+        )
+        # Queued before the flag is read: if a byte is on its way, the network thread clears
+        # the flag later and then writes out the queue, this packet with it.
+        if not self._wake_pending:
+            self._wake_pending = True
+            with contextlib.suppress(BlockingIOError):
+                self._sockpairW.send(b"0")
+        self._call_socket_register_write()
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def loop_write(self) -> MQTTErrorCode:
+        """Write what is queued; the next packet queued sends a wake-up byte again."""
+        self._wake_pending = False
+        return super().loop_write()
+
+    def _packet_write(self) -> MQTTErrorCode:
+        """Join the acknowledgements and QoS 1 publications queued into one send (paho sends
+        each packet on its own); other packets (QoS 0, DISCONNECT) keep paho's handling."""
+        out = self._out_packet
+        if len(out) > 1 and out[0]["pos"] == 0:
+            joined: list[bytes | bytearray] = []
+            size = 0
+            while out and size < WRITE_AT_ONCE_BYTES:
+                head = out[0]
+                kind = head["command"] & 0xF0
+                if not (kind == _PUBACK or (kind == _PUBLISH and head["qos"] > 0)):
+                    break
+                out.popleft()
+                joined.append(head["packet"])
+                size += len(head["packet"])
+            if joined:
+                data = b"".join(joined)
+                # Written as one PUBACK-like packet: paho does nothing after writing either.
+                out.appendleft(
+                    {
+                        "command": _PUBACK,
+                        "mid": 0,
+                        "qos": 1,
+                        "pos": 0,
+                        "to_process": len(data),
+                        "packet": data,
+                        "info": None,
+                    }
+                )
+        return super()._packet_write()
 
 
 @dataclass

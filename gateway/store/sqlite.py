@@ -254,14 +254,7 @@ class SqliteStore:
             " WHERE equipment = ? AND seq = ? ORDER BY id",
             (reading.equipment, reading.seq),
         ).fetchall()
-        if not rows:
-            return None
-        sent = _opt(reading.sent_ts)
-        groups: dict[tuple[float | None, float], dict[str, float | bool]] = {}
-        for metric, value, is_bool, sent_ts, time in rows:
-            groups.setdefault((sent_ts, time), {})[metric] = bool(value) if is_bool else value
-        wanted = {m: (v if isinstance(v, bool) else float(v)) for m, v in reading.values.items()}
-        return any(k[0] == sent and values == wanted for k, values in groups.items())
+        return same_reading(rows, reading)
 
     def add_reading(self, reading: Reading) -> None:
         """Store a reading's values (one row per metric)."""
@@ -592,6 +585,21 @@ class SqliteStore:
         return [
             (str(r), s) for r, s in self._db.execute("SELECT reader, seq FROM scans ORDER BY id")
         ]
+
+
+ReadingRow = tuple[str, float, bool, float | None, float]  # metric, value, is_bool, sent_ts, time
+
+
+def same_reading(rows: list[ReadingRow], reading: Reading) -> bool | None:
+    """`stored_reading` over the rows stored with the reading's (equipment, seq), in order."""
+    if not rows:
+        return None
+    sent = _opt(reading.sent_ts)
+    groups: dict[tuple[float | None, float], dict[str, float | bool]] = {}
+    for metric, value, is_bool, sent_ts, time in rows:
+        groups.setdefault((sent_ts, time), {})[metric] = bool(value) if is_bool else value
+    wanted = {m: (v if isinstance(v, bool) else float(v)) for m, v in reading.values.items()}
+    return any(k[0] == sent and values == wanted for k, values in groups.items())
 
 
 _FLAGS_JSON: dict[tuple[str, ...], str] = {(): "[]"}

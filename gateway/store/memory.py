@@ -1,0 +1,91 @@
+"""The store's in-memory twin for `replay` without `--store` (contract §7: it stores nothing).
+
+The pipeline asks the store whether a scan or reading was stored before (redeliveries, restarted
+counters, §3) and whether a tag's SUN counter was seen (§5): the twin answers from compact
+dictionaries instead of SQLite rows and keeps nothing else of the messages. Everything else
+(alerts, transitions, commands, refusals, notifications, meta) stays in SQLite `:memory:`, as
+before: it is written a few times per thousand messages.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal, NoReturn
+
+from gateway.events import DeviceStatus, Reading, Scan
+from gateway.store.sqlite import ReadingRow, SqliteStore, _opt, _t, same_reading
+
+
+class MemoryStore(SqliteStore):
+    """`SqliteStore(":memory:")` for the pipeline's writes and look-ups, messages kept apart."""
+
+    def __init__(self) -> None:
+        super().__init__(":memory:")
+        # (reader, seq) → (credential, sent ts, flags) of each scan stored, in order
+        self._scans: dict[tuple[str, int], list[tuple[str, float | None, tuple[str, ...]]]] = {}
+        self._scan_count = 0
+        self._sun: dict[str, list[tuple[int, float]]] = {}  # uid → (counter, time) accepted
+        self._readings: dict[tuple[str, int], list[ReadingRow]] = {}
+
+    def stored_scan(self, scan: Scan) -> tuple[str, ...] | bool | None:
+        """As `SqliteStore.stored_scan`."""
+        if scan.seq is None:
+            return None
+        rows = self._scans.get((scan.reader, scan.seq))
+        if not rows:
+            return None
+        sent = _opt(scan.sent_ts)
+        for credential, sent_ts, flags in rows:
+            if credential == scan.credential and sent_ts == sent:
+                return flags
+        return True
+
+    def add_scan(self, scan: Scan) -> int:
+        """Remember what the look-ups need; returns a row id as the store's would be."""
+        self._scan_count += 1
+        if scan.seq is not None:
+            entry = (scan.credential, _opt(scan.sent_ts), tuple(scan.flags))
+            self._scans.setdefault((scan.reader, scan.seq), []).append(entry)
+        if scan.sun_counter is not None and scan.method == "nfc":
+            self._sun.setdefault(scan.credential, []).append((scan.sun_counter, _t(scan.time)))
+        return self._scan_count
+
+    def sun_conflict(
+        self, uid: str, counter: int, time: dt.datetime
+    ) -> Literal["seen", "order"] | None:
+        """As `SqliteStore.sun_conflict`."""
+        t = _t(time)
+        found: Literal["seen", "order"] | None = None
+        for c, at in self._sun.get(uid, ()):
+            if c == counter:
+                return "seen"
+            if (c < counter and at > t) or (c > counter and at < t):
+                found = "order"
+        return found
+
+    def scan_flags(self, reader: str, seq: int) -> list[tuple[str, ...]]:
+        """As `SqliteStore.scan_flags`."""
+        return [flags for _, _, flags in self._scans.get((reader, seq), ())]
+
+    def stored_reading(self, reading: Reading) -> bool | None:
+        """As `SqliteStore.stored_reading`."""
+        if reading.seq is None:
+            return None
+        return same_reading(self._readings.get((reading.equipment, reading.seq), []), reading)
+
+    def add_reading(self, reading: Reading) -> None:
+        """Remember the values of a reading with a seq (the only ones a look-up can find)."""
+        if reading.seq is None:
+            return
+        sent, time = _opt(reading.sent_ts), _t(reading.time)
+        rows = self._readings.setdefault((reading.equipment, reading.seq), [])
+        for metric, value in reading.values.items():
+            rows.append((metric, float(value), isinstance(value, bool), sent, time))
+
+    def add_status(self, status: DeviceStatus) -> None:
+        """Nothing to remember: no look-up asks for statuses."""
+
+    def _absent(self, *_: Any, **__: Any) -> NoReturn:
+        raise NotImplementedError("the in-memory store keeps no messages to read back")
+
+    events_between = latest_readings = reading_series = scan_keys = _absent
