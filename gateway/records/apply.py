@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from gateway.alerts.book import Transition
 from gateway.commands import Command, CommandError
@@ -43,7 +43,7 @@ Process = Callable[[Event], list[Transition]]
 
 
 def duty_day(
-    site: Site, rule: str, subject: str, details: dict[str, object], raised: float
+    site: Site, rule: str, subject: str, details: Mapping[str, object], raised: float
 ) -> dt.date:
     """The duty day a violation belongs to: its `details.date`, a subject that is a date, or
     the duty day it was raised in."""
