@@ -8,6 +8,7 @@ used. The chart is drawn with the PDF's own lines and rectangles from `chart.lay
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import pathlib
 
 from gateway.config.site import Site
@@ -39,17 +40,17 @@ class FontMissing(RuntimeError):
     """No CJK font to embed: the PDF would show empty boxes for every Chinese character."""
 
 
+@functools.cache
 def find_font(candidates: tuple[pathlib.Path, ...] = FONT_PATHS) -> tuple[pathlib.Path, int]:
     """The Noto Sans CJK collection and the index of its Simplified Chinese face."""
     for path in candidates:
         if not path.exists():
             continue
-        collection = TTCollection(str(path), lazy=True)
-        for index, font in enumerate(collection.fonts):
-            family = str(font["name"].getDebugName(1) or "")
-            if family.endswith(" SC"):
-                return path, index
-        return path, 0
+        with path.open("rb") as file:
+            collection = TTCollection(file, lazy=True)
+            families = [str(f["name"].getDebugName(1) or "") for f in collection.fonts]
+        sc = [i for i, family in enumerate(families) if family.endswith(" SC")]
+        return path, sc[0] if sc else 0
     raise FontMissing(
         "找不到中文字体 / no CJK font: install Debian's fonts-noto-cjk "
         "(apt-get install fonts-noto-cjk)"
@@ -133,7 +134,9 @@ def _chart(doc: _Doc, pack: WeeklyPack) -> None:
     doc.set_line_width(0.6)
     a, b = xy(chart.LEFT, shape.quota_y)
     c, _ = xy(chart.WIDTH - 30, shape.quota_y)
-    doc.dashed_line(a, b, c, b, dash_length=2, space_length=1.5)
+    doc.set_dash_pattern(dash=2, gap=1.5)
+    doc.line(a, b, c, b)
+    doc.set_dash_pattern()
     doc.set_text_color(21, 101, 192)
     doc.text(c + 1, b + 1, "4h")
     doc.set_text_color(0)
