@@ -24,6 +24,8 @@ RECORD_ACTIONS = (
     "handover.confirm",
 )
 FAR_FUTURE = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+# "Up to and including now" is "before now + INSTANT": a record applied at the present counts.
+INSTANT = dt.timedelta(microseconds=1)
 
 
 def _instant(value: float) -> dt.datetime:

@@ -104,14 +104,15 @@ def weekly_sections(pack: WeeklyPack, site: Site) -> list[Section]:
         ("当值日 / day", "人员 / person", "违规 / violation", "理由 / reason", "批准 / by"),
         [
             (
-                w.day_label(v.day),
-                w.name(site, v.person),
+                w.day_label(v.date),
+                w.name(site, v.subject)
+                if v.subject in site.people
+                else w.post_name(site, v.subject),
                 w.rule_title(v.rule),
-                v.waiver.reason,
-                f"{w.name(site, v.waiver.by)} {w.when(site, v.waiver.at)}",
+                v.reason,
+                f"{w.name(site, v.by)} {w.when(site, v.at)}",
             )
             for v in pack.waived
-            if v.waiver is not None
         ],
     )
     alerts = Section(

@@ -148,7 +148,7 @@ class WeeklyPack:
     flags: dict[str, int]
     manual: list[Manual]
     roster: list[RosterLine]
-    waived: list[Violation]
+    waived: list[ledger.Waiver]  # every violation waived, fined or not
     previous_review: ledger.Review | None
     review: ledger.Review | None
     previous_week: str
@@ -168,9 +168,9 @@ def build(source: Source, week: str, now: dt.datetime | None = None) -> WeeklyPa
     fine = site.config.duty.absence_fine_yuan
     start = cal.day_start(monday)
     end = cal.day_start(monday + dt.timedelta(days=7))
-    known = end if now is None else min(end, now)
+    known = end if now is None else min(end, now + ledger.INSTANT)
     records = ledger.load(source.db, known)
-    everything = ledger.load(source.db) if now is None else ledger.load(source.db, now)
+    everything = ledger.load(source.db, ledger.FAR_FUTURE if now is None else now + ledger.INSTANT)
     alerts = source.alerts(start, end)
     roster = source.roster(known)
     logs = [build_log(source, monday + dt.timedelta(days=i), now) for i in range(7)]
@@ -211,7 +211,7 @@ def build(source: Source, week: str, now: dt.datetime | None = None) -> WeeklyPa
             for log in logs
             for swap in [roster.swap_in_effect(log.day, max(known, log.end))]
         ],
-        waived=[v for d in days for v in d.violations if v.waiver is not None],
+        waived=[v for v in records.waivers if monday <= v.date < monday + dt.timedelta(days=7)],
         previous_review=everything.review(previous),
         review=everything.review(week),
         previous_week=previous,

@@ -101,7 +101,7 @@ def build(source: Source, day: dt.date, now: dt.datetime | None = None) -> WorkL
     cal = site.calendar
     duty = site.config.duty
     start, end = cal.day_start(day), cal.day_start(day + dt.timedelta(days=1))
-    known = end if now is None else min(end, now)
+    known = end if now is None else min(end, now + ledger.INSTANT)
     roster = source.roster(known)
     manager = roster.manager(day, known)
     outgoing = roster.manager(day - dt.timedelta(days=1), known)

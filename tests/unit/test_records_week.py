@@ -67,8 +67,12 @@ def test_absences_swaps_and_fines_once_per_person_and_day(pack: weekly.WeeklyPac
     ]
     assert [d.fine_yuan for d in pack.days] == [0, 0, 0, 0, 100, 100, 0]
     (waived,) = pack.waived
-    assert waived.waiver is not None and waived.waiver.reason == "家中急事，已事先电话告知"
-    assert waived.waiver.by == "chen-jie"
+    assert (waived.rule, waived.subject, waived.date) == (
+        "duty.absent",
+        "li-na",
+        local(24, "00:00").date(),
+    )
+    assert (waived.reason, waived.by) == ("家中急事，已事先电话告知", "chen-jie")
 
 
 def test_handovers(pack: weekly.WeeklyPack) -> None:
