@@ -6,6 +6,7 @@ them out, so the three formats always show the same figures.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 
 from gateway.config.site import Site
@@ -26,12 +27,17 @@ class Section:
     note: str = ""
 
 
+def _handover_word(late: bool, completed: dt.datetime | None, site: Site) -> str:
+    """`按时 / on time, 完成 / done 08:25`, `逾期 / late, …`, or not done (yet)."""
+    done = "未完成 / not done" if completed is None else f"完成 / done {w.hm(site, completed)}"
+    if late:
+        return f"逾期 / late, {done}"
+    return done if completed is None else f"按时 / on time, {done}"
+
+
 def weekly_title(pack: WeeklyPack, site: Site) -> str:
     """The pack's heading."""
-    sunday = pack.monday.toordinal() + 6
-    from datetime import date
-
-    last = date.fromordinal(sunday)
+    last = pack.monday + dt.timedelta(days=6)
     return (
         f"{site.name} 值班周报 / Weekly review pack {pack.week}"
         f"（{pack.monday:%Y-%m-%d} – {last:%m-%d}）"
@@ -64,11 +70,7 @@ def weekly_sections(pack: WeeklyPack, site: Site) -> list[Section]:
         manager = w.name(site, d.manager)
         if d.rostered and d.rostered != d.manager:
             manager += f"（轮值 {w.name(site, d.rostered)}）"
-        handover = (
-            f"逾期 / late, 完成 {w.hm(site, d.handover_completed)}"
-            if d.handover_late
-            else f"按时 / on time {w.hm(site, d.handover_completed)}"
-        )
+        handover = _handover_word(d.handover_late, d.handover_completed, site)
         days.rows.append(
             (
                 w.day_label(d.day),
@@ -268,11 +270,7 @@ def worklog_sections(log: WorkLog, site: Site) -> list[Section]:
                 "接班 / incoming",
                 f"{w.name(site, h.incoming.person)} {w.hm(site, h.incoming.at)} {h.incoming.notes}",
             ),
-            (
-                "交接 / handover",
-                ("逾期 / late" if h.overdue else "按时 / on time")
-                + f" {w.hm(site, h.completed_at)}",
-            ),
+            ("交接 / handover", _handover_word(h.overdue is not None, h.completed_at, site)),
         ],
     )
     keys = Section(

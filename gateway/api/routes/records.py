@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.auth import Actor
@@ -145,8 +145,6 @@ class ReviewCreate(_Body):
     text: str = Field(min_length=1, max_length=8000)
 
 
-
-
 @contextmanager
 def _source(desk: Desk, site: Site) -> Iterator[Source]:
     with desk.reads.lock:
@@ -166,6 +164,19 @@ def _sections(items: list[sections.Section]) -> list[SectionPublic]:
     ]
 
 
+def _pdf() -> Any:
+    """The PDF renderer, or 501 saying what to install (the `reports` extra, the CJK font)."""
+    try:
+        from gateway.records import pdf
+
+        pdf.find_font()
+    except SystemExit as exc:  # requires_extra: fpdf2 is not installed
+        raise HTTPException(status.HTTP_501_NOT_IMPLEMENTED, str(exc)) from None
+    except RuntimeError as exc:  # FontMissing
+        raise HTTPException(status.HTTP_501_NOT_IMPLEMENTED, str(exc)) from None
+    return pdf
+
+
 def _file(body: str | bytes, media: str, name: str) -> Response:
     return Response(
         body,
@@ -181,7 +192,7 @@ _FILES = {
 }
 _FORMAT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {m: {} for m in _FILES.values()}, "description": "JSON, or the file"},
-    **errors(401),
+    **errors(401, 501),
 }
 
 
@@ -204,9 +215,7 @@ def work_log(
     if format == "csv":
         return _file(csvout.render(title, parts), _FILES["csv"], f"{name}.csv")
     if format == "pdf":
-        from gateway.records.pdf import worklog_pdf
-
-        return _file(worklog_pdf(log, site, desk.clock()), _FILES["pdf"], f"{name}.pdf")
+        return _file(_pdf().worklog_pdf(log, site, desk.clock()), _FILES["pdf"], f"{name}.pdf")
     return ReportPublic(title=title, sections=_sections(parts))
 
 
@@ -251,9 +260,7 @@ def weekly_pack(
     if format == "csv":
         return _file(csvout.render(title, parts), _FILES["csv"], f"weekly-{name}.csv")
     if format == "pdf":
-        from gateway.records.pdf import weekly_pdf
-
-        return _file(weekly_pdf(pack, site, now), _FILES["pdf"], f"weekly-{name}.pdf")
+        return _file(_pdf().weekly_pdf(pack, site, now), _FILES["pdf"], f"weekly-{name}.pdf")
     return ReportPublic(title=title, sections=_sections(parts), chart=svg(pack))
 
 
