@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from gateway.cli_ops import DataOpt, fail, open_store
+from gateway.config import ConfigError, load_site
 from gateway.records import csvout, html, sections, weekly, worklog
 from gateway.records.source import Source
 
@@ -43,8 +44,25 @@ OutOpt = Annotated[
 ]
 
 
-def _source(data: pathlib.Path) -> tuple[Source, sqlite3.Connection]:
-    opened = open_store(data)
+ConfigOpt = Annotated[
+    pathlib.Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="站点配置（默认取存储中的）/ the site file (default: the one the store holds)",
+    ),
+]
+
+
+def _source(data: pathlib.Path, config: pathlib.Path | None) -> tuple[Source, sqlite3.Connection]:
+    site = None
+    if config is not None:
+        try:
+            site = load_site(config)
+        except ConfigError as exc:
+            raise fail(str(exc)) from None
+    opened = open_store(data, site=site)
     opened.store.close()
     uri = opened.path.resolve().as_uri() + "?mode=ro"
     db = sqlite3.connect(uri, uri=True)
@@ -71,9 +89,10 @@ def weekly_command(
     ] = None,
     format: FormatOpt = Format.html,
     out: OutOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """值班周报 · The weekly review pack of an ISO week (default: this week)."""
-    source, db = _source(data)
+    source, db = _source(data, config)
     try:
         now = dt.datetime.now(dt.UTC)
         name = week or weekly.week_of(source.site.calendar.day_of(now))
@@ -109,9 +128,10 @@ def worklog_command(
     ] = None,
     format: FormatOpt = Format.html,
     out: OutOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """值班经理工作日志 · The work log of a duty day."""
-    source, db = _source(data)
+    source, db = _source(data, config)
     try:
         now = dt.datetime.now(dt.UTC)
         site = source.site

@@ -4,8 +4,14 @@ complaint to its callback, the weekly pack with its chart and the project head's
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import pathlib
+import re
+import subprocess
+import time
+import urllib.request
+from typing import Any
 
 import pytest
 
@@ -18,6 +24,7 @@ from tests.integration.test_desk_live import (
     _duty_manager,
     desk,  # noqa: F401  (the fixture)
 )
+from tests.support.gateway import gateway_command
 
 pytestmark = pytest.mark.integration
 
@@ -104,3 +111,55 @@ def test_work_log_and_forms_in_a_real_browser(desk: Desk) -> None:  # noqa: F811
             head.get_by_test_id("pack").screenshot(path=str(ARTIFACTS / "pack-phone.png"))
         finally:
             browser.close()
+
+
+def test_the_demo_serves_the_simulated_days_work_log_and_this_weeks_pack(
+    tmp_path: pathlib.Path,
+) -> None:
+    """`make run`: the page's work log is of the simulated duty day (the demo's clock, not the
+    wall clock) with its duty manager and sign-offs, and the pack is of that day's week."""
+    options = ["--port", "0", "--http", "127.0.0.1:0", "--speed", "60", "--seconds", "8"]
+    demo = subprocess.Popen(
+        [*gateway_command(), "demo", *options, "--data", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+    )
+    try:
+        assert demo.stdout is not None
+        seen = ""
+        for line in demo.stdout:
+            seen += line
+            if "logs in as" in line:
+                break
+        found = re.search(r"(http://127\.0\.0\.1:\d+)/#token=(\S+)", seen)
+        named = re.search(r"值班经理 (\S+)（([a-z-]+)）", seen)
+        assert found and named, seen
+
+        def get(path: str) -> Any:
+            request = urllib.request.Request(
+                f"{found[1]}/api/v1{path}", headers={"Authorization": f"Bearer {found[2]}"}
+            )
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return json.loads(answer.read())
+
+        deadline = time.monotonic() + 20
+        while True:  # the simulated duty manager's first sign-off after the day starts
+            day = get("/status")["patrol"]["duty_day"]
+            log = get(f"/worklog/{day}")
+            sections = {s["key"]: s for s in log["sections"]}
+            if sections["signoffs"]["rows"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert day in log["title"]
+        assert ["值班经理 / duty manager", named[1]] in sections["summary"]["rows"]
+        assert sections["signoffs"]["rows"], "no sign-off of the simulated duty manager"
+        year, week, _ = dt.date.fromisoformat(day).isocalendar()
+        pack = get("/reports/weekly")
+        assert f"{year}-W{week:02d}" in pack["title"]
+        days = next(s for s in pack["sections"] if s["key"] == "days")
+        assert len(days["rows"]) == 7 and pack["chart"].count("<rect") == 7
+    finally:
+        rest, _ = demo.communicate(timeout=60)
+    assert demo.returncode == 0, seen + rest
