@@ -39,13 +39,15 @@ ACTIONS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "violation.waive": (frozenset({"rule", "subject", "date", "reason"}), frozenset()),
     "complaint.receive": (frozenset({"what"}), frozenset({"id", "who", "how", "where"})),
     "complaint.callback": (frozenset({"id", "comment"}), frozenset()),
-    "log.add": (frozenset({"kind", "text"}), frozenset({"date", "post", "follow_up"})),
+    "log.add": (frozenset({"kind", "text"}), frozenset({"date", "post", "follow_up", "photo"})),
     "review.write": (frozenset({"week", "text"}), frozenset()),
 }
 # Actions this version parses but cannot apply yet.
 NOT_YET: frozenset[str] = frozenset()
 # The kinds of a work-log entry the duty manager writes (3.4, 4.5, 4.8).
 LOG_KINDS = ("call", "handover", "caution", "finding", "note")
+# A photo of a finding (4.5): the name the API gave the upload (its SHA-256 and type).
+PHOTO = re.compile(r"[0-9a-f]{64}\.(jpg|png|webp)")
 
 MAX_SHELVE = dt.timedelta(hours=24)  # §6
 MANUAL_WINDOW = dt.timedelta(hours=1)  # §10: a manual sign-off is for the last hour
@@ -139,6 +141,10 @@ def parse(raw: object, tz: dt.tzinfo) -> Command:
         args["id"] = f"{prefix}-{uuid.uuid4().hex[:8]}"
     if action == "log.add" and args["kind"] not in LOG_KINDS:
         raise CommandError(f"{action}: kind 应为 / kind must be one of {', '.join(LOG_KINDS)}")
+    if "photo" in args and not PHOTO.fullmatch(str(args["photo"])):
+        raise CommandError(
+            f"{action}: photo 应为上传所得的名称 / photo must be a name /photos gave"
+        )
     if action == "review.write" and not re.fullmatch(r"\d{4}-W\d{2}", str(args["week"])):
         raise CommandError(f"{action}: week 应为 / week must look like 2026-W48")
     return Command(action, by, args)

@@ -103,6 +103,7 @@ class LogEntry:
     by: str
     post: str = ""
     follow_up: str = ""
+    photo: str = ""  # a photo of a finding (4.5): its name under {data}/photos
 
 
 @dataclass(frozen=True)
@@ -236,6 +237,7 @@ def fold(ledger: Ledger, action: str, body: dict[str, Any], by: str, at: dt.date
                 by=by,
                 post=text("post"),
                 follow_up=text("follow_up"),
+                photo=text("photo"),
             )
         )
     elif action == "violation.waive":

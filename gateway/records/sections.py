@@ -298,6 +298,7 @@ def worklog_sections(log: WorkLog, site: Site) -> list[Section]:
             "跟进 / follow-up",
             "岗位 / post",
             "记录人 / by",
+            "照片 / photo",
         ),
         [
             (
@@ -307,6 +308,7 @@ def worklog_sections(log: WorkLog, site: Site) -> list[Section]:
                 e.follow_up,
                 w.post_name(site, e.post) if e.post else "",
                 w.name(site, e.by),
+                e.photo,
             )
             for e in log.entries
         ],

@@ -12,7 +12,7 @@ Object.assign(T.zh, {
   from: "投诉人", how: "方式", open_orders: "未关闭工作任务单", open_complaints: "待回访投诉",
   weekly_pack: "值班周报", review: "项目负责人批示", waive: "免罚", rule: "规则", subject: "对象",
   date: "当值日", close: "关闭", callback: "回访", done_what: "处理结果", saved: "已保存",
-  to_order: "开任务单", empty: "无", overdue_mark: "已逾期",
+  to_order: "开任务单", empty: "无", overdue_mark: "已逾期", photo: "照片",
 });
 Object.assign(T.en, {
   work_log: "Work log", refresh: "Refresh", add_entry: "Log a call, handover item or finding",
@@ -24,7 +24,7 @@ Object.assign(T.en, {
   weekly_pack: "Weekly review pack", review: "The project head's review", waive: "Waive",
   rule: "Rule", subject: "Subject", date: "Duty day", close: "Close", callback: "Call back",
   done_what: "What was done", saved: "Saved", to_order: "Work order", empty: "none",
-  overdue_mark: "overdue",
+  overdue_mark: "overdue", photo: "Photo",
 });
 
 const MANAGING = ["duty_manager", "project_head", "general_manager"];
@@ -59,13 +59,22 @@ function report(body) {
       box.append(el("p", { class: "muted" }, t("empty")));
     } else {
       const head = el("tr", {}, ...s.headers.map((h) => el("th", {}, h)));
-      const rows = s.rows.map((r) => el("tr", {}, ...r.map((c) => el("td", {}, c))));
+      const rows = s.rows.map((r) => el("tr", {}, ...r.map((c) => el("td", {}, cell(c)))));
       box.append(el("div", { class: "scroll" },
         el("table", { "data-table": s.key }, el("thead", {}, head), el("tbody", {}, ...rows))));
     }
     if (s.note) box.append(el("p", { class: "muted" }, s.note));
   }
   return box;
+}
+
+const PHOTO = /^[0-9a-f]{64}\.(jpg|png|webp)$/;
+
+function cell(text) {  // a finding's photo shows as a thumbnail linking to the full image
+  if (!PHOTO.test(text)) return text;
+  const src = `${API}/photos/${text}`;
+  return el("a", { href: src, target: "_blank", "data-photo": text },
+    el("img", { src, alt: t("photo"), class: "thumb" }));
 }
 
 function links(path) {
@@ -139,9 +148,21 @@ function local(value) {  // a datetime-local value is site-local time; the API r
   return value ? `${value}:00` : null;
 }
 
-$("entry-form").addEventListener("submit", (e) => {
+$("entry-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const body = { kind: $("entry-kind").value, text: $("entry-text").value };
+  const file = $("entry-photo").files[0];
+  if (file) {  // the image itself is the body (4.5); the entry names what the upload gave
+    const response = await fetch(`${API}/photos`, { method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": file.type }, body: file });
+    const answer = await response.json().catch(() => null);
+    if (!response.ok) {
+      $("entry-result").className = "error";
+      $("entry-result").textContent = errorText(answer);
+      return;
+    }
+    body.photo = answer.photo;
+  }
   if ($("entry-follow").value) body.follow_up = $("entry-follow").value;
   if ($("entry-post").value) body.post = $("entry-post").value;
   if ($("log-date").value && $("log-date").value !== dutyDay()) body.date = $("log-date").value;

@@ -25,6 +25,7 @@ from tests.integration.test_desk_live import (
     desk,  # noqa: F401  (the fixture)
 )
 from tests.support.gateway import gateway_command
+from tests.unit.test_api_records import PNG
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +57,16 @@ def test_work_log_and_forms_in_a_real_browser(desk: Desk) -> None:  # noqa: F811
             entries = log.locator("table[data-table=entries]")
             expect(entries).to_contain_text("3栋业主来电：电梯异响", timeout=WAIT_MS)
             expect(entries).to_contain_text("已通知维保")
+
+            # A patrol finding at a post, with a photo (4.5).
+            page.select_option("#entry-kind", "finding")
+            page.fill("#entry-text", "样板房地面有水渍")
+            page.select_option("#entry-post", "model-home")
+            photo = {"name": "finding.png", "mimeType": "image/png", "buffer": PNG}
+            page.set_input_files("#entry-photo", files=[photo])
+            page.click("#entry-form button")
+            expect(entries.locator("img.thumb")).to_have_count(1, timeout=WAIT_MS)
+            assert entries.locator("img.thumb").evaluate("i => i.naturalWidth") == 1
 
             page.fill("#order-title", "东门道闸不抬杆")
             page.fill("#order-department", "工程部")

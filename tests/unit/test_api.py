@@ -145,6 +145,8 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
         {"rule": "duty.absent", "subject": "li-na", "date": "2026-11-28", "reason": "病假"},
     ),
     ("POST", "/api/v1/reviews", {"week": "2026-W48", "text": "好"}),
+    ("POST", "/api/v1/photos", {}),
+    ("GET", "/api/v1/photos/{name}", None),
 ]
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
+from typing import Any
 
 from tests.unit.test_api import Desked, desk  # noqa: F401  (the fixture)
 
@@ -105,3 +108,41 @@ def test_weekly_pack_files(desk: Desked) -> None:  # noqa: F811
     csv = desk.as_("li-na", "GET", "/api/v1/reports/weekly?week=2026-W48&format=csv")
     assert "ZJWY/KF/BG-024" in csv.text
     assert desk.as_("li-na", "GET", "/api/v1/reports/weekly?week=2026-W60").status_code == 422
+
+
+# A 1×1 PNG.
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+)
+
+
+def test_a_finding_with_its_photo(desk: Desked) -> None:  # noqa: F811
+    """4.5: a patrol finding at a post with a photo: the upload is kept once by its SHA-256,
+    the entry names it, the work log shows it, anyone of the site may view it; other types,
+    names that were never uploaded and people without a managing role are refused."""
+    url = "/api/v1/photos"
+
+    def upload(person: str, body: bytes, kind: str = "image/png") -> Any:
+        headers = {**desk.auth(person), "Content-Type": kind}
+        return desk.client.post(url, content=body, headers=headers)
+
+    assert (
+        desk.client.post(url, content=PNG, headers={"Content-Type": "image/png"}).status_code == 401
+    )
+    assert upload("guo-jun", PNG).status_code == 403
+    assert upload("li-na", b"hi", "text/plain").status_code == 415
+    first, again = upload("li-na", PNG), upload("li-na", PNG)
+    assert first.status_code == again.status_code == 201
+    name = first.json()["photo"]
+    assert name == again.json()["photo"] == f"{hashlib.sha256(PNG).hexdigest()}.png"
+    entry = {"kind": "finding", "text": "样板房地面有水渍", "post": "model-home", "photo": name}
+    assert desk.as_("li-na", "POST", "/api/v1/worklog/entries", json=entry).status_code == 201
+    unknown = {**entry, "photo": "0" * 64 + ".png"}
+    refused = desk.as_("li-na", "POST", "/api/v1/worklog/entries", json=unknown)
+    assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "photo"]
+    log = desk.as_("guo-jun", "GET", "/api/v1/worklog/2026-11-28").json()
+    (row,) = next(s for s in log["sections"] if s["key"] == "entries")["rows"]
+    assert row[1:] == ["巡检发现 / finding", "样板房地面有水渍", "", "样板房", "李娜", name]
+    viewed = desk.as_("guo-jun", "GET", f"/api/v1/photos/{name}")
+    assert viewed.content == PNG and viewed.headers["content-type"] == "image/png"
+    assert desk.as_("guo-jun", "GET", "/api/v1/photos/nope.png").status_code == 404

@@ -8,11 +8,13 @@ writer, like the command line's and a replay's.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import pathlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.auth import Actor
@@ -29,7 +31,7 @@ from gateway.api.deps import (
 )
 from gateway.api.desk import Desk
 from gateway.api.models import CommandPublic
-from gateway.commands import Command
+from gateway.commands import PHOTO, Command
 from gateway.config.models import Role
 from gateway.config.site import Site
 from gateway.records import csvout, html, ledger, sections, weekly, worklog
@@ -74,6 +76,9 @@ class EntryCreate(_Body):
     follow_up: str | None = Field(None, max_length=2000, description="what was done about it")
     post: str | None = Field(None, max_length=64, description="the post, for a finding")
     date: dt.date | None = Field(None, description="the duty day (default: now's)")
+    photo: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}\.(jpg|png|webp)$", description="a name POST /photos gave"
+    )
 
 
 class WorkOrderCreate(_Body):
@@ -227,8 +232,10 @@ def add_entry(body: EntryCreate, desk: DeskDep, site: SiteDep, actor: ManagerDep
     (4.8), a patrol finding at a post (4.5), a note."""
     if body.post is not None and body.post not in site.posts:
         field_error("body", "post", "未知岗位 / no such post in the site file")
+    if body.photo is not None and not (_photos(desk) / body.photo).exists():
+        field_error("body", "photo", "没有此照片 / no such photo: upload it with POST /photos")
     args: dict[str, object] = {"kind": body.kind, "text": body.text}
-    for name in ("follow_up", "post"):
+    for name in ("follow_up", "post", "photo"):
         value = getattr(body, name)
         if value:
             args[name] = value
@@ -399,3 +406,69 @@ def write_review(body: ReviewCreate, desk: DeskDep, site: SiteDep, actor: HeadDe
     """The project head's review (批示) of a week (3.7); shown in the next week's pack."""
     args = {"week": body.week, "text": body.text}
     return run_command(desk, site, Command("review.write", actor.person, args))
+
+
+PHOTO_TYPES = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
+MAX_PHOTO_BYTES = 8 * 1024 * 1024
+
+
+class PhotoPublic(BaseModel):
+    photo: str = Field(description="the name to give a work-log entry's `photo`")
+
+
+def _photos(desk: Desk) -> pathlib.Path:
+    """Photos live beside the store, named by their SHA-256: the same photo is kept once."""
+    return desk.store_path.parent / "photos"
+
+
+@router.post(
+    "/photos",
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(401, 403, 413, 415),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in PHOTO_TYPES},
+        }
+    },
+)
+async def upload_photo(request: Request, desk: DeskDep, actor: ManagerDep) -> PhotoPublic:
+    """Upload a photo of a patrol finding (4.5), the image as the request's body (JPEG, PNG,
+    WebP, at most 8 MB); then name it in a work-log entry."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in PHOTO_TYPES:
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            "照片须为 JPEG、PNG 或 WebP / a photo is image/jpeg, image/png or image/webp",
+        )
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_PHOTO_BYTES:
+            raise HTTPException(
+                status.HTTP_413_CONTENT_TOO_LARGE, "照片超过 8 MB / the photo is over 8 MB"
+            )
+    if not body:
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "空照片 / an empty photo")
+    name = f"{hashlib.sha256(body).hexdigest()}.{PHOTO_TYPES[kind]}"
+    folder = _photos(desk)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / name
+    if not target.exists():
+        partial = folder / f".{name}.part"
+        partial.write_bytes(bytes(body))
+        partial.replace(target)  # whole or not at all
+    return PhotoPublic(photo=name)
+
+
+@router.get(
+    "/photos/{name}",
+    responses={200: {"content": {t: {} for t in PHOTO_TYPES}}, **errors(401, 404)},
+    response_class=Response,
+)
+def photo(name: str, desk: DeskDep, actor: ActorDep) -> Response:
+    """A photo of a finding."""
+    if not PHOTO.fullmatch(name) or not (_photos(desk) / name).exists():
+        raise not_found(f"没有此照片 / no photo {name!r}")
+    kind = next(t for t, ext in PHOTO_TYPES.items() if name.endswith(f".{ext}"))
+    return Response((_photos(desk) / name).read_bytes(), media_type=kind)
