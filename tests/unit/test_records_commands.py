@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import pathlib
 
 import pytest
@@ -163,3 +164,52 @@ def test_log_entries_go_to_the_duty_day_of_their_time(zcity: Site) -> None:
     assert not apply(
         p, night, action="log.add", by="zhang-wei", kind="finding", text="x", post="nowhere"
     ).ok
+
+
+def test_replay_reads_record_commands(tmp_path: pathlib.Path) -> None:
+    """§7: `workorder.open`, `workorder.close` and `violation.waive` are replay command lines;
+    the simulated clock raises workorder.overdue at the due time and its closing clears it; a
+    waiver by someone who is not a project head is refused on standard error."""
+    from typer.testing import CliRunner
+
+    from gateway.cli import app
+    from tests.unit.conftest import SITES
+
+    opened = {"action": "workorder.open", "by": "zhang-wei", "id": "WO-1", "title": "修门"}
+    lines = [
+        {
+            "command": {**opened, "due": "2026-11-23T12:00:00+08:00"},
+            "received_at": "2026-11-23T10:00:00+08:00",
+        },
+        {
+            "command": {"action": "workorder.close", "by": "zhang-wei", "id": "WO-1"},
+            "received_at": "2026-11-23T13:30:00+08:00",
+        },
+        {
+            "command": {
+                "action": "violation.waive",
+                "by": "zhang-wei",
+                "rule": "duty.absent",
+                "subject": "zhang-wei",
+                "date": "2026-11-23",
+                "reason": "x",
+            },
+            "received_at": "2026-11-23T13:40:00+08:00",
+        },
+    ]
+    result = CliRunner().invoke(
+        app,
+        ["replay", "--config", str(SITES / "zcity.yaml"), "-"],
+        input="\n".join(map(json.dumps, lines)),
+    )
+    assert result.exit_code == 0, result.output
+    rows = [
+        (r["rule"], r["subject"], r["change"], r["at"])
+        for r in map(json.loads, result.stdout.splitlines())
+        if r["rule"] == "workorder.overdue"
+    ]
+    assert rows == [
+        ("workorder.overdue", "WO-1", "opened", "2026-11-23T12:00:00+08:00"),
+        ("workorder.overdue", "WO-1", "cleared", "2026-11-23T13:30:00+08:00"),
+    ]
+    assert "project_head" in result.stderr and "1 refused" in result.stderr
