@@ -13,6 +13,8 @@ Object.assign(T.zh, {
   weekly_pack: "值班周报", review: "项目负责人批示", waive: "免罚", rule: "规则", subject: "对象",
   date: "当值日", close: "关闭", callback: "回访", done_what: "处理结果", saved: "已保存",
   to_order: "开任务单", empty: "无", overdue_mark: "已逾期", photo: "照片",
+  new_incident: "事件报告（ZJWY/KF/BG-027）", where: "地点", when: "发生时间",
+  told: "已通知（谁、何时）", major: "重大事件（立即通知总经理）",
 });
 Object.assign(T.en, {
   work_log: "Work log", refresh: "Refresh", add_entry: "Log a call, handover item or finding",
@@ -24,7 +26,9 @@ Object.assign(T.en, {
   weekly_pack: "Weekly review pack", review: "The project head's review", waive: "Waive",
   rule: "Rule", subject: "Subject", date: "Duty day", close: "Close", callback: "Call back",
   done_what: "What was done", saved: "Saved", to_order: "Work order", empty: "none",
-  overdue_mark: "overdue", photo: "Photo",
+  overdue_mark: "overdue", photo: "Photo", new_incident: "Incident report (ZJWY/KF/BG-027)",
+  where: "Where", when: "When it happened", told: "Who was told, when",
+  major: "Major (the general manager is told at once)",
 });
 
 const MANAGING = ["duty_manager", "project_head", "general_manager"];
@@ -181,6 +185,17 @@ $("complaint-form").addEventListener("submit", (e) => {
   if ($("complaint-who").value) body.who = $("complaint-who").value;
   if ($("complaint-how").value) body.how = $("complaint-how").value;
   send("complaint", "/complaints", body, loadWorkLog);
+});
+$("incident-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const body = { title: $("incident-title").value, major: $("incident-major").checked };
+  if ($("incident-where").value) body.where = $("incident-where").value;
+  if ($("incident-when").value) body.when = local($("incident-when").value);
+  if ($("incident-told").value) body.told = $("incident-told").value;
+  send("incident", "/incidents", body, async () => {
+    $("incident-major").checked = false;
+    await loadWorkLog();
+  });
 });
 $("review-form").addEventListener("submit", (e) => {
   e.preventDefault();

@@ -98,6 +98,14 @@ def test_work_log_and_forms_in_a_real_browser(desk: Desk) -> None:  # noqa: F811
             expect(complaints).not_to_contain_text("车库照明不足", timeout=WAIT_MS)
             expect(log.locator("table[data-table=complaints]")).to_contain_text("业主满意")
 
+            page.fill("#incident-title", "地下车库积水")
+            page.fill("#incident-where", "地下车库 B2")
+            page.fill("#incident-told", "工程部 何平 05:10")
+            page.click("#incident-form button")
+            incidents = log.locator("table[data-table=incidents]")
+            expect(incidents).to_contain_text("地下车库积水", timeout=WAIT_MS)
+            expect(incidents).to_contain_text("工程部 何平 05:10")
+
             pack = page.get_by_test_id("pack-body")
             expect(pack.locator("svg rect")).to_have_count(7, timeout=WAIT_MS)
             expect(page.locator("#head-forms")).to_be_hidden()

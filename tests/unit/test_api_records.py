@@ -146,3 +146,20 @@ def test_a_finding_with_its_photo(desk: Desked) -> None:  # noqa: F811
     viewed = desk.as_("guo-jun", "GET", f"/api/v1/photos/{name}")
     assert viewed.content == PNG and viewed.headers["content-type"] == "image/png"
     assert desk.as_("guo-jun", "GET", "/api/v1/photos/nope.png").status_code == 404
+
+
+def test_incident_report_with_who_was_told_and_when(desk: Desked) -> None:  # noqa: F811
+    """4.2, §11: an incident report says what, where, when, and who was told; the work log's
+    incident table (ZJWY/KF/BG-027) shows all of it."""
+    body = {
+        "title": "地下车库积水",
+        "where": "B2",
+        "when": "2026-11-28T09:10",
+        "told": "工程部 何平",
+    }
+    assert desk.as_("guo-jun", "POST", "/api/v1/incidents", json=body).status_code == 201
+    (listed,) = desk.as_("li-na", "GET", "/api/v1/incidents").json()
+    assert (listed["when"], listed["told"]) == ("2026-11-28T09:10:00+08:00", "工程部 何平")
+    log = desk.as_("li-na", "GET", "/api/v1/worklog/2026-11-28").json()
+    (row,) = next(s for s in log["sections"] if s["key"] == "incidents")["rows"]
+    assert row[1:5] == ["地下车库积水", "B2", "11-28 09:10", "工程部 何平"]
