@@ -15,8 +15,12 @@ APT_PACKAGES := mosquitto mosquitto-clients socat
 # The page's browser test: Debian's Chromium driven by Playwright (never `playwright install`:
 # its own browser download cannot be fetched here), and CJK fonts so screenshots show Chinese.
 BROWSER_PACKAGES := chromium fonts-noto-cjk
+# The weekly pack as PDF embeds Debian's Noto CJK font; its test turns pages into images and
+# text with poppler's pdftoppm and pdftotext.
+REPORT_PACKAGES := fonts-noto-cjk poppler-utils
+CJK_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
 
-.PHONY: help venv setup run mosquitto influxdb browser lint test bench fmt clean distclean
+.PHONY: help venv setup run mosquitto influxdb browser reports lint test bench fmt clean distclean
 
 help:
 	@echo "make run        运行演示（内置 broker）/ run the demo (embedded broker)"
@@ -27,6 +31,7 @@ help:
 	@echo "make mosquitto  安装 Mosquitto（测试需要）/ install Mosquitto (the tests need it)"
 	@echo "make influxdb   安装 InfluxDB 1.6（测试需要）/ install InfluxDB 1.6 (the tests need it)"
 	@echo "make browser    安装 Chromium（网页测试需要）/ install Chromium (the page's test needs it)"
+	@echo "make reports    安装中文字体与 poppler（周报 PDF 需要）/ CJK font and poppler (the PDF pack)"
 	@echo "make clean      删除缓存与构建产物 / remove caches and build output (distclean: also .venv)"
 
 venv setup: $(STAMP)
@@ -43,9 +48,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@ $(DEMO_STAMP)
 
-# The demo needs the gateway, its embedded broker (`demo`) and the page (`api`).
+# The demo needs the gateway, its embedded broker (`demo`), the page (`api`) and the PDF pack
+# (`reports`).
 $(DEMO_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[demo,api]'
+	$(BIN)/python -m pip install --quiet -e '.[demo,api,reports]'
 	@touch $@
 
 run: $(DEMO_STAMP)
@@ -101,13 +107,27 @@ browser:
 	  exit 1; \
 	fi
 
+reports:
+	@if [ -f $(CJK_FONT) ] && command -v pdftoppm >/dev/null && command -v pdftotext >/dev/null; \
+	then exit 0; fi; \
+	if [ "$$(id -u)" -eq 0 ]; then \
+	  echo "正在安装 / installing: $(REPORT_PACKAGES)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -q; \
+	  apt-get install -y -q $(REPORT_PACKAGES); \
+	else \
+	  echo "缺少中文字体或 poppler。请运行：sudo apt-get install $(REPORT_PACKAGES)" >&2; \
+	  echo "The PDF pack and its test need: sudo apt-get install $(REPORT_PACKAGES)" >&2; \
+	  exit 1; \
+	fi
+
 lint: $(STAMP)
 	$(BIN)/ruff check $(SRC)
 	$(BIN)/ruff format --check $(SRC)
 	$(BIN)/mypy
 
 # pytest's exit status 5 ("no tests collected") is left as a failure on purpose.
-test: $(STAMP) mosquitto influxdb browser lint
+test: $(STAMP) mosquitto influxdb browser reports lint
 	$(BIN)/pytest -q
 
 bench: $(STAMP) mosquitto influxdb

@@ -26,6 +26,7 @@ from gateway.cli_ops import (
 from gateway.clihelp import TidyGroup
 from gateway.config import ConfigError, Site, load_site
 from gateway.extras import requires_extra
+from gateway.records.cli import report_app
 from gateway.trust.cli import broker_config_command, qr_command
 
 if TYPE_CHECKING:
@@ -358,6 +359,7 @@ app.command("qr")(qr_command)
 app.command("forward")(forward_command)
 app.command("backup")(backup_command)
 app.add_typer(token_app, name="token")
+app.add_typer(report_app, name="report")
 
 CreateOpt = Annotated[
     bool, typer.Option("--create", help="在 --data 下新建存储 / start a new store under --data")

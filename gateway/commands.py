@@ -9,6 +9,7 @@ confirmations and incidents are part of the record and replay exactly.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,16 +23,31 @@ ACTIONS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "alert.comment": (frozenset({"comment"}), frozenset({"id", "rule", "subject"})),
     "alert.shelve": (frozenset({"until"}), frozenset({"id", "rule", "subject", "comment"})),
     "handover.confirm": (frozenset({"date"}), frozenset({"notes"})),
-    "incident.report": (frozenset({"title"}), frozenset({"id", "major", "where", "details"})),
+    "incident.report": (
+        frozenset({"title"}),
+        frozenset({"id", "major", "where", "details", "when", "told"}),
+    ),
     "swap.register": (frozenset({"date", "manager"}), frozenset()),
     "swap.cancel": (frozenset({"date"}), frozenset()),
     "scan.manual": (frozenset({"post", "time", "reason"}), frozenset()),
-    "workorder.open": (frozenset({"id", "title"}), frozenset({"due", "department", "alert"})),
+    # The records (§11, docs/records.md).
+    "workorder.open": (
+        frozenset({"title"}),
+        frozenset({"id", "due", "department", "alert", "where"}),
+    ),
     "workorder.close": (frozenset({"id"}), frozenset({"comment"})),
     "violation.waive": (frozenset({"rule", "subject", "date", "reason"}), frozenset()),
+    "complaint.receive": (frozenset({"what"}), frozenset({"id", "who", "how", "where"})),
+    "complaint.callback": (frozenset({"id", "comment"}), frozenset()),
+    "log.add": (frozenset({"kind", "text"}), frozenset({"date", "post", "follow_up", "photo"})),
+    "review.write": (frozenset({"week", "text"}), frozenset()),
 }
-# Actions of the records issue (§11) that this version parses but cannot apply yet.
-NOT_YET = frozenset({"workorder.open", "workorder.close", "violation.waive"})
+# Actions this version parses but cannot apply yet.
+NOT_YET: frozenset[str] = frozenset()
+# The kinds of a work-log entry the duty manager writes (3.4, 4.5, 4.8).
+LOG_KINDS = ("call", "handover", "caution", "finding", "note")
+# A photo of a finding (4.5): the name the API gave the upload (its SHA-256 and type).
+PHOTO = re.compile(r"[0-9a-f]{64}\.(jpg|png|webp)")
 
 MAX_SHELVE = dt.timedelta(hours=24)  # §6
 MANUAL_WINDOW = dt.timedelta(hours=1)  # §10: a manual sign-off is for the last hour
@@ -84,7 +100,7 @@ def parse(raw: object, tz: dt.tzinfo) -> Command:
         raise CommandError(f"{action}: 未知字段 / unknown field {', '.join(unknown)}")
     if action.startswith("alert.") and "id" not in args and not {"rule", "subject"} <= args.keys():
         raise CommandError(f"{action}: 需要 id 或 rule+subject / give id, or rule and subject")
-    for name in ("until", "time"):
+    for name in ("until", "time", "due", "when"):
         if name in args:
             try:
                 args[name] = parse_instant(args[name], tz).isoformat()
@@ -95,13 +111,42 @@ def parse(raw: object, tz: dt.tzinfo) -> Command:
             args["date"] = dt.date.fromisoformat(str(args["date"])).isoformat()
         except ValueError:
             raise CommandError(f"{action}: date: 应为 YYYY-MM-DD / write YYYY-MM-DD") from None
-    for name in ("comment", "notes", "title", "reason", "where", "details"):
+    for name in (
+        "comment",
+        "notes",
+        "title",
+        "reason",
+        "where",
+        "details",
+        "what",
+        "who",
+        "how",
+        "text",
+        "department",
+        "follow_up",
+        "id",
+        "alert",
+        "rule",
+        "subject",
+        "post",
+    ):
         if name in args and not isinstance(args[name], str):
             raise CommandError(f"{action}: {name} 应为文本 / {name} must be text")
     if "major" in args and not isinstance(args["major"], bool):
         raise CommandError(f"{action}: major 应为 true/false / major must be true or false")
     if action == "incident.report" and "id" not in args:
         args["id"] = uuid.uuid4().hex[:12]
+    if action in ("workorder.open", "complaint.receive") and "id" not in args:
+        prefix = "WO" if action == "workorder.open" else "TS"
+        args["id"] = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    if action == "log.add" and args["kind"] not in LOG_KINDS:
+        raise CommandError(f"{action}: kind 应为 / kind must be one of {', '.join(LOG_KINDS)}")
+    if "photo" in args and not PHOTO.fullmatch(str(args["photo"])):
+        raise CommandError(
+            f"{action}: photo 应为上传所得的名称 / photo must be a name /photos gave"
+        )
+    if action == "review.write" and not re.fullmatch(r"\d{4}-W\d{2}", str(args["week"])):
+        raise CommandError(f"{action}: week 应为 / week must look like 2026-W48")
     return Command(action, by, args)
 
 

@@ -96,7 +96,33 @@ class HandoverConfirmed:
     time: dt.datetime
 
 
-Event = Scan | Reading | DeviceStatus | SwapRegistered | HandoverConfirmed
+@dataclass(frozen=True)
+class WorkOrderOpened:
+    """A work order opened (§11); `due` None: no due time, never overdue."""
+
+    id: str
+    due: dt.datetime | None
+    title: str
+    time: dt.datetime
+
+
+@dataclass(frozen=True)
+class WorkOrderClosed:
+    """A work order closed with what was done (§11)."""
+
+    id: str
+    time: dt.datetime
+
+
+Event = (
+    Scan
+    | Reading
+    | DeviceStatus
+    | SwapRegistered
+    | HandoverConfirmed
+    | WorkOrderOpened
+    | WorkOrderClosed
+)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ EXTRA_MODULES: dict[str, frozenset[str]] = {
     "api": frozenset({"fastapi", "uvicorn"}),
     "influx": frozenset({"influxdb_client"}),
     "qr": frozenset({"segno"}),
+    "reports": frozenset({"fpdf"}),
 }
 
 

@@ -34,6 +34,8 @@ from gateway.events import (
     Rejection,
     Scan,
     SwapRegistered,
+    WorkOrderClosed,
+    WorkOrderOpened,
 )
 from gateway.ingest.decode import (
     MAX_PAYLOAD_BYTES,
@@ -45,12 +47,14 @@ from gateway.ingest.decode import (
 from gateway.ingest.topics import Topics
 from gateway.notify import outbox
 from gateway.notify.policy import Escalation, Notice, ObservedBook
+from gateway.records import apply as records
 from gateway.roster import Swap
 from gateway.rules.duty import DutyRules
 from gateway.rules.engine import Engine
 from gateway.rules.flags import Flagger
 from gateway.rules.registry import build_rules, closes_on_acknowledge
 from gateway.rules.status import on_duty, patrol_status
+from gateway.rules.workorders import WorkOrders, open_orders
 from gateway.store.sqlite import SqliteStore, StoredCommand
 from gateway.timeutil import iso
 from gateway.trust.secrets import Secrets
@@ -200,6 +204,9 @@ class Pipeline:
                 earlier.append(Swap.live(command))
         book, self.book = self.book, AlertBook(self.site.id)
         scratch = self._engine(horizon, earlier)
+        orders = scratch.find(WorkOrders)
+        if orders is not None:  # open ones older than the horizon (§11: overdue however old)
+            orders.seed(open_orders(self.store.connection, horizon))
         events = self.store.events_between(horizon, until + self.grace)
         for received, stored in events:
             event = (
@@ -401,6 +408,9 @@ class Pipeline:
             return self._manual_scan(command, at)
         if action == "incident.report":
             return self._incident(command, at)
+        if action in records.APPLIES:
+            process = lambda event: self.engine.process(event, at, self.grace)  # noqa: E731
+            return records.apply(command, at, self.site, self.store.connection, process)
         raise CommandError(f"{action}: 此版本尚不支持 / not supported by this version yet")
 
     def _target(self, command: Command) -> Alert:
@@ -564,4 +574,10 @@ def command_event(stored: StoredCommand, site: Site) -> Event | None:
         return None if rostered is None else SwapRegistered(day, rostered, stored.at)
     if stored.action == "handover.confirm":
         return HandoverConfirmed(dt.date.fromisoformat(body["date"]), stored.actor, stored.at)
+    if stored.action == "workorder.open":
+        due = body.get("due")
+        due_at = None if due is None else dt.datetime.fromisoformat(due)
+        return WorkOrderOpened(body["id"], due_at, body["title"], stored.at)
+    if stored.action == "workorder.close":
+        return WorkOrderClosed(body["id"], stored.at)
     return None

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from gateway.api.desk import Desk
-from gateway.api.routes import acklinks, alerts, board, duty, history, session
+from gateway.api.routes import acklinks, alerts, board, duty, history, records, session
 
 WEB = pathlib.Path(__file__).resolve().parent.parent / "web"
 PREFIX = "/api/v1"
@@ -24,7 +24,7 @@ def create_app(desk: Desk) -> FastAPI:
         redoc_url=None,
     )
     app.state.desk = desk
-    for module in (board, session, alerts, acklinks, history, duty):
+    for module in (board, session, alerts, acklinks, history, duty, records):
         app.include_router(module.router, prefix=PREFIX)
     app.mount("/", StaticFiles(directory=WEB, html=True), name="web")
     return app

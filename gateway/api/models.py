@@ -234,6 +234,8 @@ class IncidentCreate(_Body):
     major: bool = Field(False, description="raises incident.major, told to the GM at once")
     where: str | None = Field(None, max_length=200)
     details: str | None = Field(None, max_length=4000)
+    when: dt.datetime | None = Field(None, description="when it happened (default: unknown)")
+    told: str | None = Field(None, max_length=500, description="who was told, and when (4.2)")
 
 
 class IncidentPublic(BaseModel):
@@ -244,6 +246,8 @@ class IncidentPublic(BaseModel):
     details: str | None
     reported_by: str
     at: str
+    when: str | None = None
+    told: str | None = None
 
 
 class SignoffCreate(_Body):

@@ -13,12 +13,12 @@ from gateway.rules.devices import DeviceOffline, UnknownCredential
 from gateway.rules.duty import DutyRules
 from gateway.rules.equipment import EquipmentRules
 from gateway.rules.rounds import Rounds
+from gateway.rules.workorders import WorkOrders
 
-# Rules no class raises yet (they come with the API, the InfluxDB forwarder and the records).
+# Rules no class raises: the pipeline raises them for commands and forwarders.
 OTHER_SPECS = (
     RuleSpec(RuleId.incident_major, Severity.critical, Clearing.never),
     RuleSpec(RuleId.gateway_forward_lagging, Severity.warning, Clearing.clears),
-    RuleSpec(RuleId.workorder_overdue, Severity.warning, Clearing.clears),
 )
 
 SPECS: dict[RuleId, RuleSpec] = {
@@ -29,6 +29,7 @@ SPECS: dict[RuleId, RuleSpec] = {
         *DutyRules.specs,
         *Rounds.specs,
         *EquipmentRules.specs,
+        *WorkOrders.specs,
         *OTHER_SPECS,
     )
 }
@@ -51,6 +52,7 @@ def build_rules(
         DutyRules(site, Roster(site, list(swaps)), start, early),
         Rounds(site, start),
         EquipmentRules(site, start),
+        WorkOrders(),
     ]
 
 

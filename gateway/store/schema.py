@@ -151,6 +151,13 @@ ALTER TABLE scans ADD COLUMN sun_counter INTEGER;
 CREATE INDEX scans_sun_counter ON scans (credential, sun_counter) WHERE sun_counter IS NOT NULL;
 """
 
+# Version 6 (issue 12, records): the records of §11 (work orders, complaints, work-log entries,
+# waivers, reviews) are commands like any other, kept in `commands`; the reports read them by
+# action and time, so they get an index of their own (only the applied ones).
+_V6 = """
+CREATE INDEX commands_action_at ON commands (action, at) WHERE status = 'done';
+"""
+
 
 Migration = Callable[[sqlite3.Connection], None]
 
@@ -170,6 +177,7 @@ MIGRATIONS: list[Migration] = [
     _script(_V3),
     _script(_V4),
     _script(_V5),
+    _script(_V6),
 ]
 VERSION = len(MIGRATIONS)
 

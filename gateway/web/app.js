@@ -108,6 +108,7 @@ async function session() {
   $("signoff-card").hidden = !me.may.signoff;
   applyLang();
   connect();
+  if (window.onSession) window.onSession();  // records.js: the work log and the weekly pack
 }
 
 function showLogin() {
@@ -208,6 +209,7 @@ function renderAlerts() {
       item.append(el("button", { class: "primary", "data-testid": "ack", onclick: () => acknowledge(a.id) },
         t("ack")));
     }
+    if (window.alertActions) window.alertActions(a, item);  // records.js: a work order from it
     return item;
   }));
 }

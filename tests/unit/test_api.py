@@ -130,6 +130,24 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("POST", "/api/v1/incidents", {"title": "小事"}),
     ("POST", "/api/v1/signoffs", {"post": "front-desk", "time": "2026-11-28T09:20", "reason": "x"}),
     ("GET", "/api/v1/events", None),
+    # The records (§11, tests/unit/test_api_records.py).
+    ("GET", "/api/v1/worklog/2026-11-28", None),
+    ("POST", "/api/v1/worklog/entries", {"kind": "call", "text": "业主来电"}),
+    ("GET", "/api/v1/reports/weekly", None),
+    ("GET", "/api/v1/workorders", None),
+    ("POST", "/api/v1/workorders", {"title": "修灯"}),
+    ("POST", "/api/v1/workorders/{ident}/close", {"comment": "已修"}),
+    ("GET", "/api/v1/complaints", None),
+    ("POST", "/api/v1/complaints", {"what": "噪音"}),
+    ("POST", "/api/v1/complaints/{ident}/callback", {"comment": "满意"}),
+    (
+        "POST",
+        "/api/v1/violations/waive",
+        {"rule": "duty.absent", "subject": "li-na", "date": "2026-11-28", "reason": "病假"},
+    ),
+    ("POST", "/api/v1/reviews", {"week": "2026-W48", "text": "好"}),
+    ("POST", "/api/v1/photos", {}),
+    ("GET", "/api/v1/photos/{name}", None),
 ]
 
 

@@ -148,6 +148,10 @@ def incidents(desk: DeskDep, site: SiteDep, actor: ActorDep) -> list[IncidentPub
             details=r["body"].get("details"),
             reported_by=r["actor"],
             at=iso(r["at"], site.tz),
+            when=None
+            if r["body"].get("when") is None
+            else iso(dt.datetime.fromisoformat(r["body"]["when"]), site.tz),
+            told=r["body"].get("told"),
         )
         for r in desk.reads.commands(("incident.report",))
     ]
@@ -163,6 +167,10 @@ def report_incident(
         args["where"] = body.where
     if body.details is not None:
         args["details"] = body.details
+    if body.when is not None:
+        args["when"] = aware(body.when, site).isoformat()
+    if body.told is not None:
+        args["told"] = body.told
     return run_command(desk, site, Command("incident.report", actor.person, args))
 
 
