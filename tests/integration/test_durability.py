@@ -174,6 +174,14 @@ def test_kill_9_keeps_every_answered_scan(
             timeout=10,
             what=f"{TOTAL // 3} scans acknowledged by the broker",
         )
+        # On a loaded machine the gateway may lag the publisher: kill it once it has answered
+        # some (the check below needs answered scans), while the rest are still in flight.
+        wait_until(
+            lambda: len(readers.received),
+            lambda n: n > 0,
+            timeout=20,
+            what="a first scan answer",
+        )
         gateway.kill()
         # Whatever answers arrive, even late, were published before the kill, after a commit.
         readers.barrier()
