@@ -81,6 +81,7 @@ class Gateway:
         influx: InfluxSettings | None = None,
         keep_readings_days: float = 90.0,
         notify_backoff: float = NOTIFY_BACKOFF_SECONDS,
+        mqtt5: bool = True,
     ) -> None:
         if secrets is None:  # first, so a bad secrets file stops the start before anything opens
             secrets = SecretsFile(secrets_path(data)).current
@@ -112,6 +113,7 @@ class Gateway:
             on_connected=self._on_connected,
             on_output=self._on_output,
             max_payload_bytes=max_payload_bytes,
+            mqtt5=mqtt5,  # False for a broker known to speak only 3.1.1 (the demo's)
         )
         render = Renderer(self.topics, site.tz)
         self.own = OwnRetained(self.link)  # what we last left retained, to spot foreign changes

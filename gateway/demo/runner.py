@@ -249,6 +249,7 @@ def _run(
         grace=grace,
         influx=influx,
         keep_readings_days=keep_readings_days,
+        mqtt5=False,  # the embedded broker speaks MQTT 3.1.1 only (docs/embedded-broker.md)
     )
     publisher = Publisher(sim, broker.url, clock)
     failures: list[BaseException] = []
