@@ -57,69 +57,39 @@ $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 run: $(DEMO_STAMP)
 	$(BIN)/patrol-gateway demo
 
+# $(call need,CHECK,PACKAGES,WHAT): nothing when the shell test CHECK passes; otherwise install
+# Debian's PACKAGES (as root) or say which command to run.
+define need
+@export PATH="$$PATH:/usr/sbin:/sbin"; \
+if $(1); then exit 0; fi; \
+if [ "$$(id -u)" -eq 0 ]; then \
+  echo "正在安装 / installing: $(2)"; \
+  export DEBIAN_FRONTEND=noninteractive; \
+  apt-get update -q; \
+  apt-get install -y -q $(2); \
+else \
+  echo "缺少 $(3)。请运行：sudo apt-get install $(2)" >&2; \
+  echo "Missing: $(3). Please run: sudo apt-get install $(2)" >&2; \
+  exit 1; \
+fi
+endef
+
 # The integration tests start their own private broker on a free loopback port; they never use
 # the system service that Debian's package may start on port 1883.
 mosquitto:
-	@export PATH="$$PATH:/usr/sbin:/sbin"; \
-	missing=""; \
-	for tool in mosquitto mosquitto_pub socat; do \
-	  command -v "$$tool" >/dev/null || missing="$$missing $$tool"; \
-	done; \
-	if [ -z "$$missing" ]; then exit 0; fi; \
-	if [ "$$(id -u)" -eq 0 ]; then \
-	  echo "正在安装 / installing: $(APT_PACKAGES) (missing:$$missing)"; \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -q; \
-	  apt-get install -y -q $(APT_PACKAGES); \
-	else \
-	  echo "缺少$$missing。请运行：sudo apt-get install $(APT_PACKAGES)" >&2; \
-	  echo "Missing:$$missing. Please run: sudo apt-get install $(APT_PACKAGES)" >&2; \
-	  exit 1; \
-	fi
+	$(call need,command -v mosquitto >/dev/null && command -v mosquitto_pub >/dev/null && command -v socat >/dev/null,$(APT_PACKAGES),mosquitto)
 
 # Debian's InfluxDB 1.6.7: the tests start their own `influxd` on a free loopback port with a
 # generated config (tests/support/influx.py), never the system service, and put a stand-in for
 # 1.8+'s /api/v2/write in front of it.
 influxdb:
-	@export PATH="$$PATH:/usr/sbin:/sbin"; \
-	if command -v influxd >/dev/null; then exit 0; fi; \
-	if [ "$$(id -u)" -eq 0 ]; then \
-	  echo "正在安装 / installing: influxdb"; \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -q; \
-	  apt-get install -y -q influxdb; \
-	else \
-	  echo "缺少 influxd。请运行：sudo apt-get install influxdb" >&2; \
-	  echo "influxd is missing. Please run: sudo apt-get install influxdb" >&2; \
-	  exit 1; \
-	fi
+	$(call need,command -v influxd >/dev/null,influxdb,influxd)
 
 browser:
-	@if [ -x /usr/bin/chromium ] && fc-list 2>/dev/null | grep -qi 'noto.*cjk'; then exit 0; fi; \
-	if [ "$$(id -u)" -eq 0 ]; then \
-	  echo "正在安装 / installing: $(BROWSER_PACKAGES)"; \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -q; \
-	  apt-get install -y -q $(BROWSER_PACKAGES); \
-	else \
-	  echo "缺少浏览器。请运行：sudo apt-get install $(BROWSER_PACKAGES)" >&2; \
-	  echo "The browser test needs: sudo apt-get install $(BROWSER_PACKAGES)" >&2; \
-	  exit 1; \
-	fi
+	$(call need,[ -x /usr/bin/chromium ] && fc-list 2>/dev/null | grep -qi 'noto.*cjk',$(BROWSER_PACKAGES),chromium / CJK fonts)
 
 reports:
-	@if [ -f $(CJK_FONT) ] && command -v pdftoppm >/dev/null && command -v pdftotext >/dev/null; \
-	then exit 0; fi; \
-	if [ "$$(id -u)" -eq 0 ]; then \
-	  echo "正在安装 / installing: $(REPORT_PACKAGES)"; \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -q; \
-	  apt-get install -y -q $(REPORT_PACKAGES); \
-	else \
-	  echo "缺少中文字体或 poppler。请运行：sudo apt-get install $(REPORT_PACKAGES)" >&2; \
-	  echo "The PDF pack and its test need: sudo apt-get install $(REPORT_PACKAGES)" >&2; \
-	  exit 1; \
-	fi
+	$(call need,[ -f $(CJK_FONT) ] && command -v pdftoppm >/dev/null && command -v pdftotext >/dev/null,$(REPORT_PACKAGES),CJK font / poppler)
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(SRC)
