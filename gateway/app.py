@@ -37,7 +37,7 @@ from gateway.ingest.render import Renderer
 from gateway.ingest.topics import Topics
 from gateway.notify.deliver import Notifier
 from gateway.notify.links import link_key
-from gateway.pipeline import CommandOutcome, Pipeline
+from gateway.pipeline import Pipeline
 from gateway.signals import StopSignal
 from gateway.store.sqlite import SqliteStore, store_file
 from gateway.trust.secrets import Secrets, SecretsError, SecretsFile, secrets_path
@@ -201,10 +201,6 @@ class Gateway:
         # A full inbox means a busy worker: it takes the command with its next batch anyway.
         self.inbox.put_nowait(_WAKE)
         return item
-
-    def submit_and_wait(self, command: Command, timeout: float = 10.0) -> CommandOutcome | None:
-        """Submit and wait for the outcome (None if the worker did not get to it in time)."""
-        return self.submit(command).wait(timeout)
 
     @property
     def counters(self) -> dict[str, int]:

@@ -13,12 +13,13 @@ import os
 import pathlib
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
 
-from gateway.commands import CommandError, check_actor, parse
+from gateway.commands import Command, CommandError, check_actor, parse
 from gateway.config import ConfigError, Site
 from gateway.config.loader import load_yaml, parse_site
 from gateway.store.sqlite import SqliteStore, find_store, store_file
@@ -103,7 +104,11 @@ def gateway_running(store: SqliteStore) -> tuple[bool, str]:
     return True, f"网关运行中 / running (pid {pid}, heartbeat {age:.1f} s ago)"
 
 
-def send(data: pathlib.Path, body: dict[str, Any], check: Any = None) -> dict[str, Any]:
+def send(
+    data: pathlib.Path,
+    body: dict[str, Any],
+    check: Callable[[SqliteStore, Command], None] | None = None,
+) -> dict[str, Any]:
     """Queue a command on the store, wait for the gateway to apply it, print what it did."""
     opened = open_store(data)
     store, site = opened.store, opened.site
@@ -145,7 +150,7 @@ def send(data: pathlib.Path, body: dict[str, Any], check: Any = None) -> dict[st
         store.close()
 
 
-def _alert_exists(store: SqliteStore, command: Any) -> None:
+def _alert_exists(store: SqliteStore, command: Command) -> None:
     ident = command.args.get("id")
     if ident is None:
         return

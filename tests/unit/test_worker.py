@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import pathlib
 import sqlite3
+import time
 from typing import Any
 
 import pytest
@@ -172,17 +173,25 @@ def test_alert_forwarder_publishes_in_order_and_moves_its_cursor(
     worker = make(zcity, path, link)
     worker.step([msg("device/gr-2/status", "offline", 1), msg("device/gr-1/status", "offline", 2)])
     worker.step([msg("device/gr-2/status", "online", 3, 1)])
+    store = SqliteStore(path)
+    last = store.last_transition_id()
     out = MemoryLink(confirm=False)
     forwarder = MqttAlerts(path, out, Renderer(TOPICS, zcity.tz))
     forwarder.CONFIRM_SECONDS = 0.05
-    store = SqliteStore(path)
-    rows = [r for _, r in forwarder.fetch(store, 0, 100)]
-    with pytest.raises(Exception, match="confirm"):
-        forwarder.deliver(rows)
-    assert store.cursor("mqtt_alerts") == 0
-    out.confirm = True
-    del out.sent[:]
-    forwarder.deliver(rows)
+    forwarder.start()
+    try:
+        wait = dt.datetime.now() + dt.timedelta(seconds=10)
+        while forwarder.counters["failures"] < 1 and dt.datetime.now() < wait:
+            time.sleep(0.01)
+        assert forwarder.counters["failures"] >= 1 and out.sent  # sent, never confirmed
+        assert SqliteStore(path).cursor("mqtt_alerts") == 0  # so the cursor stays
+        out.confirm = True
+        del out.sent[:]
+        while SqliteStore(path).cursor("mqtt_alerts") != last and dt.datetime.now() < wait:
+            time.sleep(0.01)
+        assert SqliteStore(path).cursor("mqtt_alerts") == last  # sent again, then moved
+    finally:
+        forwarder.stop()
     devices = {a.subject: a.id for a in store.alerts() if a.rule == "device.offline"}
     sent = [x for x in out.sent if x.topic.rsplit("/", 1)[-1] in devices.values()]
     assert [x.topic.rsplit("/", 1)[-1] for x in sent] == [devices["gr-1"], devices["gr-2"]]
