@@ -54,6 +54,14 @@ class Scan:
     sun_counter: int | None = None
     proof: Proof | None = field(default=None, compare=False, repr=False)
 
+    def with_flags(self, flags: tuple[str, ...]) -> Scan:
+        """This scan with other flags (`dataclasses.replace`, at a third of its cost: the
+        pipeline flags most scans)."""
+        copy = object.__new__(Scan)
+        copy.__dict__.update(self.__dict__)
+        object.__setattr__(copy, "flags", flags)
+        return copy
+
 
 @dataclass(frozen=True)
 class Reading:

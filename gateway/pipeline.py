@@ -121,6 +121,9 @@ class CommandOutcome:
 class ShelfExpiry:
     """Brings shelved alerts back when their shelve ends (§6): a deadline like any rule's."""
 
+    events: tuple[type, ...] = ()  # no event moves a shelve
+    watches_book = True  # its deadline follows the book (the engine re-reads it on a change)
+
     def __init__(self, book: AlertBook) -> None:
         self.book = book
 
@@ -207,6 +210,7 @@ class Pipeline:
         orders = scratch.find(WorkOrders)
         if orders is not None:  # open ones older than the horizon (§11: overdue however old)
             orders.seed(open_orders(self.store.connection, horizon))
+            scratch.invalidate()
         events = self.store.events_between(horizon, until + self.grace)
         for received, stored in events:
             event = (
@@ -228,6 +232,7 @@ class Pipeline:
         self.engine = scratch
         # What the escalation had decided at the last commit (restarts neither repeat nor skip).
         self.escalation.load(self.store.meta(outbox.STATE_KEY), {a.id for a in book.all_open()})
+        scratch.invalidate()  # a new book, the escalation's state: ask every rule again
         return len(events)
 
     # -- messages ----------------------------------------------------------------------------
@@ -331,6 +336,18 @@ class Pipeline:
         # The deadlines before the command fire first, as they would before a message.
         before = tuple(self.engine.catch_up((at - self.grace, False)))
         self.record(list(before))
+        try:
+            return self._command(command, at, stored_id, before)
+        finally:
+            self.engine.invalidate()  # a command may change a rule's state directly
+
+    def _command(
+        self,
+        command: Command,
+        at: dt.datetime,
+        stored_id: int | None,
+        before: tuple[Transition, ...],
+    ) -> CommandOutcome:
         try:
             _check_actor(self.site, command)
             if command.action in NOT_YET:
@@ -519,6 +536,10 @@ class Pipeline:
             outbox.add(self.store, notice, self.site.tz)
         self.decided += notices
         self.counters["notifications"] += len(notices)
+
+    def before_commit(self) -> None:
+        """Write what must be committed with the record: the escalation's state, once per commit
+        however many transitions moved it (a restart neither repeats nor skips a stage)."""
         if self.escalation.changed:
             self.store.set_meta(outbox.STATE_KEY, self.escalation.snapshot())
 

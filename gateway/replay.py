@@ -237,6 +237,8 @@ def replay_decisions(
                 yield from _in_order(handled.transitions, pipeline.take_notices())
             waiting.clear()
             if n % COMMIT_EVERY == 0:
+                if pipeline is not None:
+                    pipeline.before_commit()
                 db.commit()
         if waiting:
             raise ReplayError(
@@ -248,6 +250,7 @@ def replay_decisions(
             if end is not None:
                 yield from _in_order(pipeline.tick(end).transitions, pipeline.take_notices())
             counts.update(pipeline.counters)
+            pipeline.before_commit()
         db.commit()
     finally:
         if own_store:

@@ -38,10 +38,12 @@ class Roster:
     def __init__(self, site: Site, swaps: list[Swap] | None = None) -> None:
         self.site = site
         self.swaps: list[Swap] = sorted(file_swaps(site) + list(swaps or []))
+        self._by_day = _by_day(self.swaps)
 
     def add(self, swap: Swap) -> None:
         """Register one more swap (from the command line or the API)."""
         self.swaps = sorted([*self.swaps, swap])
+        self._by_day = _by_day(self.swaps)
 
     def rostered(self, day: dt.date) -> str | None:
         """The weekly roster's person for `day`, whatever the swaps say."""
@@ -49,10 +51,18 @@ class Roster:
 
     def swap_in_effect(self, day: dt.date, at: dt.datetime) -> Swap | None:
         """The latest swap for `day` registered at or before `at`."""
-        effective = [s for s in self.swaps if s.date == day and s.registered_at <= at]
+        effective = [s for s in self._by_day.get(day, ()) if s.registered_at <= at]
         return effective[-1] if effective else None
 
     def manager(self, day: dt.date, at: dt.datetime) -> str | None:
         """The duty manager of `day` as known at instant `at`."""
         swap = self.swap_in_effect(day, at)
         return swap.manager if swap is not None else self.rostered(day)
+
+
+def _by_day(swaps: list[Swap]) -> dict[dt.date, list[Swap]]:
+    """The swaps of each day, in registration order (the duty rules ask for every scan)."""
+    out: dict[dt.date, list[Swap]] = {}
+    for swap in swaps:
+        out.setdefault(swap.date, []).append(swap)
+    return out

@@ -201,6 +201,7 @@ class Worker:
         mark = self.pipeline.mark()
         if mark != self._mark:
             self.store.set_meta("fired_through", mark)
+        self.pipeline.before_commit()
         self.store.commit()
         self._mark = mark
         return step
@@ -241,6 +242,7 @@ class Worker:
         rejection = Rejection("internal", detail, msg.topic, msg.payload[:512])
         try:
             refusal = self.pipeline.refuse(rejection, msg.received_at)
+            self.pipeline.before_commit()
             self.store.commit()
         except sqlite3.Error as err:
             self._rollback()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.rules.engine import CHECK_ENV
 from tests.support.influx import Influxd, find_influxd
 from tests.support.mosquitto import Mosquitto, find_mosquitto
 
@@ -18,6 +19,9 @@ def pytest_configure(config: pytest.Config) -> None:
     """`patrol-gateway run` serves HTTP on 127.0.0.1:8080 by default; gateways started by tests
     in parallel would fight over that port. Tests that want the page pass --http themselves."""
     os.environ["PATROL_HTTP"] = "off"
+    # Every engine in the tests (and in the gateways and replays they start) checks its cache
+    # of the rules' deadlines against the rules at every step (gateway/rules/engine.py).
+    os.environ[CHECK_ENV] = "1"
 
 
 def _new_broker() -> Mosquitto:

@@ -42,6 +42,9 @@ class AlertBook:
     def __init__(self, site: str, alerts: list[Alert] | None = None) -> None:
         self.site = site
         self._open: dict[tuple[str, str], Alert] = {}
+        # Counts every change: the engine re-reads the deadlines that depend on the book (shelve
+        # ends, escalation stages) only when it moved, whoever changed it (rules or commands).
+        self.version = 0
         # (rule, subject) → (instant, n) of its last raise, to tell same-instant raises apart.
         self._raised: dict[tuple[str, str], tuple[dt.datetime, int]] = {}
         for alert in alerts or []:
@@ -70,6 +73,7 @@ class AlertBook:
         details: dict[str, Any] | None = None,
     ) -> Transition:
         """Open an alert, or update the one already open for (rule, subject)."""
+        self.version += 1
         current = self._open.get((rule, subject))
         if current is not None:
             updated = current.replace(message=message, details=details or {})
@@ -97,6 +101,7 @@ class AlertBook:
         current = self._open.pop((rule, subject), None)
         if current is None:
             return None
+        self.version += 1
         closed = current.replace(state="closed", cleared_at=at, shelved_until=None)
         return Transition(closed, "cleared", at)
 
@@ -107,6 +112,7 @@ class AlertBook:
         current = self.by_id(ident)
         if current is None:
             return None
+        self.version += 1
         key = (current.rule, current.subject)
         acked = current.replace(acknowledged_at=at, acknowledged_by=actor)
         if close:
@@ -122,6 +128,7 @@ class AlertBook:
         current = self.by_id(ident)
         if current is None:
             return None
+        self.version += 1
         return Transition(current, "commented", at, actor, comment)
 
     def shelve(
@@ -131,6 +138,7 @@ class AlertBook:
         current = self.by_id(ident)
         if current is None:
             return None
+        self.version += 1
         shelved = current.replace(shelved_until=until)
         self._open[(current.rule, current.subject)] = shelved
         return Transition(shelved, "shelved", at, actor, comment)
@@ -150,4 +158,5 @@ class AlertBook:
                 back = alert.replace(shelved_until=None)
                 self._open[key] = back
                 out.append(Transition(back, "unshelved", at))
+        self.version += len(out)
         return out

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from gateway.config.models import normalize_uid
+from gateway.config.models import Metric, normalize_uid
 from gateway.config.site import Site
 from gateway.events import (
     CLOCK_SKEW,
@@ -69,6 +69,7 @@ REASONS_ZH = {
     "retained": "保留消息",
 }
 
+TOPICS_KEPT = 50_000  # inbound topics remembered by a decoder (a bound, far above any site)
 
 _last_instant: list[tuple[str, dt.tzinfo, dt.datetime]] = []
 
@@ -108,6 +109,8 @@ class Decoder:
         self.topics = topics
         self.max_payload_bytes = max_payload_bytes
         self._devices = site.devices  # a set built from the site on every call: keep one
+        # Inbound topics already read (kind, id); a site has a few thousand at most.
+        self._kinds: dict[str, tuple[str, str]] = {}
 
     def decode(self, msg: Message) -> Decoded:
         """Never raises: every failure becomes a `Rejection`."""
@@ -148,10 +151,15 @@ class Decoder:
                 f"{'--max-payload-bytes' if msg.oversize else self.max_payload_bytes}: "
                 "devices send small JSON",
             )
-        parsed = self.topics.parse(msg.topic)
-        if isinstance(parsed, str):
-            raise _Refused("bad_topic", parsed)
-        kind, ident = parsed
+        known = self._kinds.get(msg.topic)
+        if known is None:
+            parsed = self.topics.parse(msg.topic)
+            if isinstance(parsed, str):
+                raise _Refused("bad_topic", parsed)
+            if len(self._kinds) >= TOPICS_KEPT:
+                self._kinds.clear()
+            known = self._kinds[msg.topic] = parsed
+        kind, ident = known
         if msg.retain and kind in ("scan", "reading"):
             # A retained input comes back with every new subscription, so it would be stored
             # again at every reconnect; only statuses are retained by design (§2).
@@ -215,7 +223,8 @@ class Decoder:
             signed_qr = qr.parse(credential)  # credential~step~mac (§3 `auth`)
             if signed_qr is not None:
                 credential = signed_qr.credential
-        person = self.site.person_for(method, credential)
+        # `credential` is normalised (§3) by now: the site's key, as `Site.person_for` makes it.
+        person = self.site.credentials.get(f"{method}:{credential}")
         time, flags, sent = self._event_time(body, msg)
         proof = _proof(body.get("auth"), signed_qr)
         if proof is not None and proof.bridge_mac is not None:
@@ -243,11 +252,12 @@ class Decoder:
         seq = _seq(body)
         kept: dict[str, float | bool] = {}
         refused: list[str] = []
+        declared = self.site.equipment[equipment].metrics
         for name, value in values.items():
-            metric = self.site.metric(equipment, str(name))
+            metric = declared.get(str(name))
             if metric is not None and metric.expect is not None and value in (0, 1):
                 value = bool(value)  # meters often report a contact as 0/1
-            problem = self._metric_problem(equipment, str(name), value)
+            problem = _metric_problem(metric, equipment, str(name), value)
             if problem:
                 refused.append(problem)
             else:
@@ -261,21 +271,6 @@ class Decoder:
         return Decoded(
             Reading(equipment, kept, time, msg.received_at, seq, flags, sent), rejections
         )
-
-    def _metric_problem(self, equipment: str, name: str, value: object) -> str | None:
-        metric = self.site.metric(equipment, name)
-        if metric is None:
-            return f"metric {name[:64]!r} is not declared for {equipment!r} in the site file"
-        if metric.expect is not None:
-            if not isinstance(value, bool):
-                return f"metric {name!r} is a boolean (true/false or 1/0), not {_show(value)}"
-            return None
-        if isinstance(value, bool):
-            # A boolean metric that has no `expect` is still fine as a state.
-            return None if metric.min is None and metric.max is None else f"{name!r} is numeric"
-        if not isinstance(value, int | float) or not _finite(value):
-            return f"metric {name!r} must be a finite number, not {_show(value)}"
-        return None
 
     def _status(self, device: str, msg: Message) -> DeviceStatus:
         text = _text(msg).strip()
@@ -392,3 +387,19 @@ def _seq(body: dict[str, Any]) -> int | None:
 def _show(value: object) -> str:
     text = json.dumps(value, ensure_ascii=False) if value is not None else "missing"
     return text if len(text) <= 40 else text[:37] + "…"
+
+
+def _metric_problem(metric: Metric | None, equipment: str, name: str, value: object) -> str | None:
+    """Why a value of metric `name` (declared as `metric`, None if not) is refused, or None."""
+    if metric is None:
+        return f"metric {name[:64]!r} is not declared for {equipment!r} in the site file"
+    if metric.expect is not None:
+        if not isinstance(value, bool):
+            return f"metric {name!r} is a boolean (true/false or 1/0), not {_show(value)}"
+        return None
+    if isinstance(value, bool):
+        # A boolean metric that has no `expect` is still fine as a state.
+        return None if metric.min is None and metric.max is None else f"{name!r} is numeric"
+    if not isinstance(value, int | float) or not _finite(value):
+        return f"metric {name!r} must be a finite number, not {_show(value)}"
+    return None

@@ -94,6 +94,9 @@ OnDuty = Callable[[dt.datetime], list[str]]
 class Escalation:
     """The policy; a rule for the engine (`next_deadline`, `on_deadline`) fed by the book."""
 
+    events: tuple[type, ...] = ()  # messages do not move an escalation; transitions do
+    watches_book = True  # its deadline follows the book's transitions (`observe`)
+
     def __init__(self, site: Site, on_duty: OnDuty, duty_manager: OnDuty) -> None:
         self.site = site
         self.on_duty = on_duty

@@ -87,6 +87,8 @@ class RuleContext:
 
     def clear(self, rule: RuleId, subject: str) -> None:
         """Close the alert for (rule, subject) at `now`, if one is open."""
+        if self.book.get(rule, subject) is None:
+            return  # the common case (an in-range reading, say): nothing to close
         transition = self.book.clear(rule, subject, self.now)
         if transition is not None:
             self.transitions.append(transition)
@@ -98,6 +100,11 @@ class Rule(Protocol):
     The engine hands a rule each event with its *rule time* (contract §1): the earlier of its
     `ts` and its receive time, so a stamp slightly ahead never makes a message count later
     than it was handled.
+
+    Two optional class attributes tell the engine what a rule needs (see `Engine`):
+    `events`, a tuple of the event classes it takes (without it, it takes every event), and
+    `watches_book = True` for a rule whose next deadline follows the alert book rather than its
+    own events. Otherwise `next_deadline` may change only in `on_event` and `on_deadline`.
     """
 
     def on_event(self, ctx: RuleContext, event: Event) -> None:

@@ -24,6 +24,7 @@ def _where(ctx: RuleContext, device: str) -> str:
 class DeviceOffline:
     """Rule 9: a device's status says offline → raised; online clears."""
 
+    events: ClassVar[tuple[type, ...]] = (DeviceStatus,)
     specs: ClassVar[tuple[RuleSpec, ...]] = (
         RuleSpec(DEVICE_OFFLINE, Severity.warning, Clearing.clears),
     )
@@ -57,6 +58,7 @@ class DeviceOffline:
 class UnknownCredential:
     """Rule 10: a credential that belongs to nobody → raised per reader; does not clear."""
 
+    events: ClassVar[tuple[type, ...]] = (Scan,)
     specs: ClassVar[tuple[RuleSpec, ...]] = (
         RuleSpec(UNKNOWN_CREDENTIAL, Severity.warning, Clearing.never),
     )

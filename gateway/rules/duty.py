@@ -115,6 +115,7 @@ class _Track:
 class DutyRules:
     """Duty, handover and patrol rules for one site."""
 
+    events: ClassVar[tuple[type, ...]] = (Scan, SwapRegistered, HandoverConfirmed)
     specs: ClassVar[tuple[RuleSpec, ...]] = (
         RuleSpec(ABSENT, Severity.critical, Clearing.clears),
         RuleSpec(UNREGISTERED_SWAP, Severity.warning, Clearing.never),

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import TypeVar
+import os
+from typing import Any, TypeVar
 
 from gateway.alerts.book import AlertBook, Transition
 from gateway.config.site import Site
@@ -26,8 +27,25 @@ def rule_time(event: Event, at: dt.datetime) -> Event:
     return dataclasses.replace(event, time=received)
 
 
+# Set (to anything) in the tests: the engine then checks its cache of the rules' deadlines
+# against every rule's own answer before each step, and fails loudly on a difference.
+CHECK_ENV = "PATROL_GATEWAY_CHECK_ENGINE"
+
+
 class Engine:
-    """Feeds events and time to the rules; returns the alert transitions they cause."""
+    """Feeds events and time to the rules; returns the alert transitions they cause.
+
+    Two things keep the work per event small whatever the site's size (docs/benchmarks.md):
+
+    * an event goes only to the rules that take its type (`Rule.events`; a rule without it
+      takes every event);
+    * the rules' next deadlines are cached, one per rule, with the earliest of them: a rule's
+      entry is read again after it handled an event or a deadline; the rules whose deadlines
+      follow the alert book (`Rule.watches_book`: shelve ends, escalation stages) after the
+      book changed, whoever changed it; every rule after `invalidate()`, which whoever changes
+      a rule's state from outside the engine must call. So an event with no deadline due
+      costs one comparison, not a question to every rule.
+    """
 
     def __init__(self, site: Site, rules: list[Rule], book: AlertBook, start: dt.datetime) -> None:
         self.site = site
@@ -36,6 +54,14 @@ class Engine:
         self.now = start
         # Every deadline before fired_through[0] has fired, and the one at it too if [1].
         self.fired_through: tuple[dt.datetime, bool] = (start, False)
+        self._takes: dict[type, list[tuple[int, Rule]]] = {}
+        self._found: dict[type, Any] = {}
+        self._due: list[dt.datetime | None] = [None] * len(rules)
+        self._earliest: dt.datetime | None = None
+        self._stale = True  # every rule's deadline must be read again
+        self._book_seen = -1  # the book's version when the watchers were last read
+        self._watchers = [i for i, r in enumerate(rules) if getattr(r, "watches_book", False)]
+        self._check = bool(os.environ.get(CHECK_ENV))
 
     def process(
         self, event: Event, at: dt.datetime, grace: dt.timedelta = dt.timedelta(0)
@@ -58,24 +84,73 @@ class Engine:
         out = self._advance(first, inclusive=False)
         if second > first:  # otherwise nothing is left before it: the first pass fired it all
             out += self._advance(second, inclusive=False)
-        self.now = max(self.now, at)
+        if at > self.now:
+            self.now = at
         ctx = RuleContext(self.site, self.book, self.now)
-        for rule in self.rules:
+        takers = self._takes.get(type(event))
+        if takers is None:
+            takers = self._takes[type(event)] = [
+                (i, r)
+                for i, r in enumerate(self.rules)
+                if (kinds := getattr(r, "events", None)) is None or isinstance(event, kinds)
+            ]
+        for _, rule in takers:
             rule.on_event(ctx, event)
-        return out + ctx.transitions
+        due = self._due
+        for i, rule in takers:
+            d = rule.next_deadline()
+            if d != due[i]:
+                due[i] = d
+                self._earliest = _UNKNOWN
+        return out + ctx.transitions if out else ctx.transitions
 
     def advance(self, to: dt.datetime) -> list[Transition]:
         """Move the clock to `to`, firing every deadline up to and including it."""
         return self._advance(to, inclusive=True)
 
+    def invalidate(self) -> None:
+        """A rule's state changed outside `process`/`advance` (a restart's seeding, a reload):
+        ask every rule for its deadline again before the next step."""
+        self._stale = True
+
     def find(self, kind: type[T]) -> T | None:
         """The rule of a given class, if the engine has one (for status displays)."""
-        return next((r for r in self.rules if isinstance(r, kind)), None)
+        if kind not in self._found:
+            self._found[kind] = next((r for r in self.rules if isinstance(r, kind)), None)
+        found: T | None = self._found[kind]
+        return found
 
     def next_deadline(self) -> dt.datetime | None:
         """The earliest pending deadline of any rule."""
-        pending = [d for d in (r.next_deadline() for r in self.rules) if d is not None]
-        return min(pending, default=None)
+        self._refresh()
+        return self._earliest
+
+    def _refresh(self) -> None:
+        """Bring the cached deadlines up to date (see the class's docstring)."""
+        due = self._due
+        if self._stale:
+            self._due = due = [r.next_deadline() for r in self.rules]
+            self._stale = False
+            self._book_seen = self.book.version
+            self._earliest = _UNKNOWN
+        elif self._book_seen != self.book.version:
+            self._book_seen = self.book.version
+            for i in self._watchers:
+                d = self.rules[i].next_deadline()
+                if d != due[i]:
+                    due[i] = d
+                    self._earliest = _UNKNOWN
+        if self._earliest is _UNKNOWN:
+            self._earliest = min((d for d in due if d is not None), default=None)
+        if self._check:
+            fresh = [r.next_deadline() for r in self.rules]
+            if fresh != due:
+                names = [type(r).__name__ for r in self.rules]
+                cached = list(zip(names, due, strict=True))
+                said = list(zip(names, fresh, strict=True))
+                raise AssertionError(
+                    f"engine deadline cache is stale: cached {cached}, rules say {said}"
+                )
 
     def _advance(self, to: dt.datetime, inclusive: bool) -> list[Transition]:
         """Fire the deadlines before `to` (and at it, if `inclusive`), each at its instant.
@@ -84,34 +159,36 @@ class Engine:
         delivered late, say) fires at the engine's present instead: transitions never go back
         in time.
         """
-        passed = self.fired_through[0]
+        self._refresh()
         out: list[Transition] = []
-        rules = self.rules
-        while True:
-            # The earliest due deadline, the first rule's on a tie (a plain loop: this runs
-            # twice for every event).
-            when: dt.datetime | None = None
-            index = -1
-            for i, rule in enumerate(rules):
-                d = rule.next_deadline()
-                if d is None or not (d < to or (inclusive and d == to)):
-                    continue
-                if when is None or d < when:
-                    when, index = d, i
-            if when is None:
-                break
-            self.now = max(self.now, when)
-            ctx = RuleContext(self.site, self.book, when if when >= passed else self.now)
-            self.rules[index].on_deadline(ctx)
-            out += ctx.transitions
-            if self.rules[index].next_deadline() == when:
-                raise RuntimeError(
-                    f"rule {type(self.rules[index]).__name__} did not move its deadline"
-                )
-        self.now = max(self.now, to)
-        self.fired_through = max(self.fired_through, (to, inclusive))
+        when = self._earliest
+        if when is not None and (when < to or (inclusive and when == to)):
+            passed = self.fired_through[0]
+            due = self._due
+            while when is not None and (when < to or (inclusive and when == to)):
+                index = due.index(when)  # the first rule's on a tie
+                rule = self.rules[index]
+                self.now = max(self.now, when)
+                ctx = RuleContext(self.site, self.book, when if when >= passed else self.now)
+                rule.on_deadline(ctx)
+                out += ctx.transitions
+                due[index] = rule.next_deadline()
+                if due[index] == when:
+                    raise RuntimeError(f"rule {type(rule).__name__} did not move its deadline")
+                self._earliest = _UNKNOWN
+                self._refresh()
+                when = self._earliest
+        if to > self.now:
+            self.now = to
+        mark = (to, inclusive)
+        if mark > self.fired_through:
+            self.fired_through = mark
         return out
 
     def catch_up(self, through: tuple[dt.datetime, bool]) -> list[Transition]:
         """Fire the deadlines up to a `fired_through` mark (used to rebuild after a restart)."""
         return self._advance(*through)
+
+
+# The cached earliest deadline must be computed again (None means "no deadline").
+_UNKNOWN: Any = object()

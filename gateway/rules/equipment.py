@@ -88,6 +88,7 @@ class _MetricState:
 class EquipmentRules:
     """Out-of-range with duration, hysteresis and latch; staleness per equipment."""
 
+    events: ClassVar[tuple[type, ...]] = (Reading, Scan)
     specs: ClassVar[tuple[RuleSpec, ...]] = (
         RuleSpec(OUT_OF_RANGE, None, Clearing.clears),  # severity: the metric's
         RuleSpec(STALE, Severity.warning, Clearing.clears),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 from gateway.config.site import Site
@@ -29,7 +28,7 @@ class Flagger:
             flags.append(DUPLICATE_TAP)
         elif previous.post != scan.post and gap < self.site.walking_time(previous.post, scan.post):
             flags.append(IMPOSSIBLE_TRAVEL)
-        return dataclasses.replace(scan, flags=tuple(flags)) if flags != list(scan.flags) else scan
+        return scan.with_flags(tuple(flags)) if len(flags) != len(scan.flags) else scan
 
     def remember(self, scan: Scan) -> None:
         """Keep the scan as its credential's latest (a late scan does not replace a newer one)."""

@@ -18,6 +18,7 @@ ROUND_MISSED = RuleId.round_missed
 class Rounds:
     """Raised `every_minutes` after the last qualifying scan (or the start); cleared by the next."""
 
+    events: ClassVar[tuple[type, ...]] = (Scan,)
     specs: ClassVar[tuple[RuleSpec, ...]] = (
         RuleSpec(ROUND_MISSED, Severity.warning, Clearing.clears),
     )

@@ -35,6 +35,7 @@ class OpenOrder:
 class WorkOrders:
     """Raises `workorder.overdue` at a work order's due time unless it closed before."""
 
+    events: ClassVar[tuple[type, ...]] = (WorkOrderOpened, WorkOrderClosed)
     specs: ClassVar[tuple[RuleSpec, ...]] = (
         RuleSpec(WORKORDER_OVERDUE, Severity.warning, Clearing.clears),
     )

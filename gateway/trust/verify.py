@@ -141,6 +141,12 @@ class Verifier:
         post = self.site.posts.get(scan.post)
         if assurance == PLAIN_UID and post is not None and post.require == "signed":
             flags.append(UNSIGNED)
+        if (
+            assurance == scan.assurance
+            and counter == scan.sun_counter
+            and len(flags) == len(scan.flags)
+        ):
+            return Verdict(scan, reason)  # a plain scan, nothing to add: the common case
         checked = dataclasses.replace(
             scan, assurance=assurance, sun_counter=counter, flags=tuple(flags)
         )

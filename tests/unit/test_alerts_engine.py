@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import subprocess
@@ -11,9 +12,9 @@ import pytest
 
 from gateway.alerts import AlertBook, alert_id
 from gateway.config import Site
-from gateway.events import DeviceStatus, Event
+from gateway.events import DeviceStatus, Event, Reading, Scan
 from gateway.rules.base import RuleContext, RuleId, Severity
-from gateway.rules.engine import Engine
+from gateway.rules.engine import CHECK_ENV, Engine
 from gateway.rules.registry import SPECS, closes_on_acknowledge
 
 T0 = dt.datetime(2026, 11, 27, 1, 0, tzinfo=dt.UTC)
@@ -150,6 +151,97 @@ def test_a_rule_that_does_not_move_its_deadline_is_caught(zcity: Site) -> None:
     engine = Engine(zcity, [Stuck(at(1))], AlertBook("zcity"), at(0))
     with pytest.raises(RuntimeError, match="did not move"):
         engine.advance(at(2))
+
+
+# -- the engine's own bookkeeping: which rules see an event, cached deadlines ---------------
+
+
+class ReadingsOnly(Deadline):
+    """`Deadline`, taking only readings."""
+
+    events = (Reading,)
+
+
+def scan_at(minutes: float) -> tuple[Scan, dt.datetime]:
+    when = at(minutes)
+    return Scan("fd-1", "front-desk", "04A2", "nfc", "li-na", when, when), when
+
+
+def test_an_event_goes_only_to_the_rules_that_take_its_type(zcity: Site) -> None:
+    """A rule declaring `events` never sees another kind (and its deadline stands); a rule
+    without the declaration sees everything."""
+    picky, every = ReadingsOnly(at(10)), Deadline(at(10))
+    engine = Engine(zcity, [picky, every], AlertBook("zcity"), at(0))
+    engine.process(*scan_at(1))
+    assert picky.seen == [] and every.seen == [at(1)]
+    assert engine.next_deadline() == at(10) and every.when is None  # picky's still pending
+    engine.process(Reading("tx-1", {"load_pct": 1.0}, at(2), at(2)), at(2))
+    assert picky.seen == [at(2)] and engine.next_deadline() is None
+
+
+class BookWatcher:
+    """A rule whose deadline follows the book: the earliest shelve end, as ShelfExpiry."""
+
+    events: tuple[type, ...] = ()
+    watches_book = True
+
+    def __init__(self, book: AlertBook) -> None:
+        self.book = book
+        self.fired: list[dt.datetime] = []
+
+    def on_event(self, ctx: RuleContext, event: Event) -> None:
+        pass
+
+    def next_deadline(self) -> dt.datetime | None:
+        return self.book.shelf_expiry()
+
+    def on_deadline(self, ctx: RuleContext) -> None:
+        self.fired.append(ctx.now)
+        ctx.transitions.extend(ctx.book.unshelve_due(ctx.now))
+
+
+def test_a_rule_watching_the_book_sees_changes_made_outside_the_engine(zcity: Site) -> None:
+    """A shelve applied by a command (straight on the book) moves the watcher's deadline: the
+    cached deadline is read again because the book changed, and the shelve ends on time."""
+    book = AlertBook("zcity")
+    watcher = BookWatcher(book)
+    engine = Engine(zcity, [watcher], book, at(0))
+    assert engine.next_deadline() is None
+    alert = book.raise_("device.offline", "gr-2", "warning", at(1), "m").alert
+    book.shelve(alert.id, at(30), at(1), "chen-jie")
+    assert engine.next_deadline() == at(30)
+    out = engine.advance(at(40))
+    assert watcher.fired == [at(30)] and [t.change for t in out] == ["unshelved"]
+
+
+class Moved(Deadline):
+    """`Deadline`, with a deadline someone changes from outside (as a restart seeds a rule)."""
+
+
+def test_the_check_finds_a_deadline_changed_behind_the_engines_back(
+    zcity: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the tests every engine compares its cache with the rules at each step: a rule state
+    changed outside the engine without `invalidate()` fails loudly instead of firing late;
+    after `invalidate()` the new deadline fires on time."""
+    monkeypatch.setenv(CHECK_ENV, "1")
+    rule = Moved(at(50))
+    engine = Engine(zcity, [rule], AlertBook("zcity"), at(0))
+    assert engine.next_deadline() == at(50)
+    rule.when = at(20)
+    with pytest.raises(AssertionError, match="stale"):
+        engine.advance(at(30))
+    engine.invalidate()
+    assert [t.alert.rule for t in engine.advance(at(30))] == ["workorder.overdue"]
+
+
+def test_with_flags_is_dataclasses_replace() -> None:
+    """The pipeline's cheap copy of a scan must give exactly what `replace` gives."""
+    scan, _ = scan_at(1)
+    scan = dataclasses.replace(scan, seq=7, sent_ts=at(1), assurance="sun", sun_counter=3)
+    copy = scan.with_flags(("duplicate_tap",))
+    assert copy == dataclasses.replace(scan, flags=("duplicate_tap",))
+    assert copy.proof is scan.proof and scan.flags == () and copy is not scan
 
 
 # -- the registry: how each rule's alerts end (§5 "clears", §6) --------------------------------

@@ -8,6 +8,7 @@ import logging
 
 import pytest
 
+import gateway.ingest.decode as decode_module
 from gateway.config import Site
 from gateway.events import CLOCK_SKEW, Decoded, DeviceStatus, Message, Reading, Scan
 from gateway.ingest.decode import MAX_PAYLOAD_BYTES, Decoder, reason_text
@@ -201,10 +202,10 @@ def test_a_decoder_bug_is_refused_and_logged_with_its_traceback(
 ) -> None:
     """A bug turned silently into bad_field would never be reported (issue 7 §3)."""
 
-    def broken(method: str, credential: str) -> None:
+    def broken(*_args: object) -> None:
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(zcity, "person_for", broken)
+    monkeypatch.setattr(decode_module, "_proof", broken)  # called for every scan
     with caplog.at_level(logging.ERROR, logger="gateway.ingest.decode"):
         out = decode(zcity, SCAN, GOOD)
     assert out.event is None and out.rejections[0].code == "bad_field"

@@ -115,6 +115,7 @@ def _run_with_restarts(site_folder: pathlib.Path, name: str, path: pathlib.Path)
         pipeline.tick(rec.received_at)
         out += pipeline.take_notices()
         store.set_meta("fired_through", pipeline.mark())
+        pipeline.before_commit()  # the escalation's state, as the worker writes it
         store.commit()
         store.close()
     return out
