@@ -57,7 +57,7 @@ from gateway.rules.status import on_duty, patrol_status
 from gateway.rules.workorders import WorkOrders, open_orders
 from gateway.store.sqlite import SqliteStore, StoredCommand
 from gateway.timeutil import iso
-from gateway.trust.secrets import Secrets
+from gateway.trust.secrets import Secrets, no_secrets
 from gateway.trust.verify import EXCLUDING, Verifier
 
 # How far back a restart reads the record to rebuild the rules: the duty rules look at the
@@ -118,6 +118,10 @@ class CommandOutcome:
         }
 
 
+# The counter of each kind of message (`received`'s parts).
+_KIND: dict[type, str] = {Scan: "scan", Reading: "reading", DeviceStatus: "devicestatus"}
+
+
 class ShelfExpiry:
     """Brings shelved alerts back when their shelve ends (§6): a deadline like any rule's."""
 
@@ -151,7 +155,7 @@ class Pipeline:
         live: bool = False,
         grace: dt.timedelta = dt.timedelta(0),
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
-        secrets: Callable[[], Secrets] = Secrets,
+        secrets: Callable[[], Secrets] = no_secrets,
     ) -> None:
         self.site = site
         self.grace = grace
@@ -278,7 +282,7 @@ class Pipeline:
             self.store.add_status(event)
             out.transitions = self.engine.process(event, msg.received_at, self.grace)
         if event is not None:
-            self.counters[type(event).__name__.lower()] += 1
+            self.counters[_KIND[type(event)]] += 1
         self.record(out.transitions)
         return out
 
@@ -527,6 +531,8 @@ class Pipeline:
 
     def record(self, transitions: list[Transition]) -> None:
         """Store transitions made outside the rules (a forwarder's health, say) and count them."""
+        if not transitions and not self.escalation.decided:
+            return  # most messages change nothing
         for t in transitions:
             self.store.add_transition(t, self.site.tz)
             self.counters[f"alert_{t.change}"] += 1

@@ -234,7 +234,8 @@ def replay_decisions(
                     handled = pipeline.handle(msg, early)
                 else:
                     handled = pipeline.handle(Message(early.topic, early.payload, clock, qos=1))
-                yield from _in_order(handled.transitions, pipeline.take_notices())
+                if handled.transitions or pipeline.decided:  # most messages change nothing
+                    yield from _in_order(handled.transitions, pipeline.take_notices())
             waiting.clear()
             if n % COMMIT_EVERY == 0:
                 if pipeline is not None:

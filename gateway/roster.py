@@ -51,7 +51,10 @@ class Roster:
 
     def swap_in_effect(self, day: dt.date, at: dt.datetime) -> Swap | None:
         """The latest swap for `day` registered at or before `at`."""
-        effective = [s for s in self._by_day.get(day, ()) if s.registered_at <= at]
+        swaps = self._by_day.get(day)
+        if not swaps:
+            return None
+        effective = [s for s in swaps if s.registered_at <= at]
         return effective[-1] if effective else None
 
     def manager(self, day: dt.date, at: dt.datetime) -> str | None:

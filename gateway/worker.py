@@ -30,7 +30,7 @@ from gateway.ingest.topics import Topics
 from gateway.notify import console as notify_console
 from gateway.pipeline import CommandOutcome, Outcome, Pipeline
 from gateway.store.sqlite import SqliteStore
-from gateway.trust.secrets import Secrets
+from gateway.trust.secrets import Secrets, no_secrets
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class Worker:
         grace: dt.timedelta = dt.timedelta(0),
         on_commit: Callable[[], None] = lambda: None,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
-        secrets: Callable[[], Secrets] = Secrets,
+        secrets: Callable[[], Secrets] = no_secrets,
     ) -> None:
         self.max_payload_bytes = max_payload_bytes
         self.secrets = secrets

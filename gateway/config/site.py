@@ -33,6 +33,7 @@ class Site:
         self.reader_post: dict[str, Post] = {r: p for p in config.posts for r in p.readers}
         self.credentials: dict[str, Person] = {c: p for p in config.people for c in p.credentials}
         self.max_clock_skew = dt.timedelta(seconds=config.duty.max_clock_skew_seconds)
+        self._holders: dict[tuple[str, ...], frozenset[str]] = {}
         walking = config.walking
         self._walk_default = dt.timedelta(minutes=walking.default_minutes)
         self._walk: dict[frozenset[str], dt.timedelta] = {
@@ -63,9 +64,17 @@ class Site:
         return self._walk.get(frozenset((a, b)), self._walk_default)
 
     def has_role(self, person: str | None, roles: Iterable[str]) -> bool:
-        """True if `person` holds any of `roles`."""
-        who = self.people.get(person) if person else None
-        return who is not None and any(r in who.roles for r in roles)
+        """True if `person` holds any of `roles` (the rules ask for every scan: the holders of
+        each set of roles asked for are found once)."""
+        if not person:
+            return False
+        key = roles if type(roles) is tuple else tuple(roles)
+        holders = self._holders.get(key)
+        if holders is None:
+            holders = self._holders[key] = frozenset(
+                p.id for p in self.people.values() if any(r in p.roles for r in key)
+            )
+        return person in holders
 
     def clock(self, name: str) -> dt.time:
         """A `duty` clock time by key name."""

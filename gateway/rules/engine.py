@@ -17,11 +17,12 @@ from gateway.events import DeviceStatus, Event, Reading, Scan
 from gateway.rules.base import Rule, RuleContext
 
 T = TypeVar("T")
+_MESSAGES = frozenset((Scan, Reading, DeviceStatus))  # the events with a receive time
 
 
 def rule_time(event: Event, at: dt.datetime) -> Event:
     """`event` with its time no later than its receive time (or `at`, for a command)."""
-    received = event.received_at if isinstance(event, Scan | Reading | DeviceStatus) else at
+    received = event.received_at if type(event) in _MESSAGES else at  # type: ignore[union-attr]
     if event.time <= received:
         return event
     return dataclasses.replace(event, time=received)
@@ -96,13 +97,23 @@ class Engine:
             ]
         for _, rule in takers:
             rule.on_event(ctx, event)
-        due = self._due
         for i, rule in takers:
-            d = rule.next_deadline()
-            if d != due[i]:
-                due[i] = d
-                self._earliest = _UNKNOWN
+            self._moved(i, rule.next_deadline())
         return out + ctx.transitions if out else ctx.transitions
+
+    def _moved(self, i: int, d: dt.datetime | None) -> None:
+        """Rule `i`'s deadline is now `d`: keep the earliest without asking every rule."""
+        old = self._due[i]
+        if d == old:
+            return
+        self._due[i] = d
+        earliest = self._earliest
+        if earliest is _UNKNOWN:
+            return
+        if d is not None and (earliest is None or d < earliest):
+            self._earliest = d
+        elif old == earliest:
+            self._earliest = _UNKNOWN  # the earliest moved later: find the new one
 
     def advance(self, to: dt.datetime) -> list[Transition]:
         """Move the clock to `to`, firing every deadline up to and including it."""
@@ -136,15 +147,12 @@ class Engine:
         elif self._book_seen != self.book.version:
             self._book_seen = self.book.version
             for i in self._watchers:
-                d = self.rules[i].next_deadline()
-                if d != due[i]:
-                    due[i] = d
-                    self._earliest = _UNKNOWN
+                self._moved(i, self.rules[i].next_deadline())
         if self._earliest is _UNKNOWN:
             self._earliest = min((d for d in due if d is not None), default=None)
         if self._check:
             fresh = [r.next_deadline() for r in self.rules]
-            if fresh != due:
+            if fresh != due or self._earliest != min((d for d in fresh if d), default=None):
                 names = [type(r).__name__ for r in self.rules]
                 cached = list(zip(names, due, strict=True))
                 said = list(zip(names, fresh, strict=True))
@@ -172,10 +180,10 @@ class Engine:
                 ctx = RuleContext(self.site, self.book, when if when >= passed else self.now)
                 rule.on_deadline(ctx)
                 out += ctx.transitions
-                due[index] = rule.next_deadline()
-                if due[index] == when:
+                moved = rule.next_deadline()
+                if moved == when:
                     raise RuntimeError(f"rule {type(rule).__name__} did not move its deadline")
-                self._earliest = _UNKNOWN
+                self._moved(index, moved)
                 self._refresh()
                 when = self._earliest
         if to > self.now:

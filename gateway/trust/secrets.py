@@ -82,6 +82,14 @@ class Secrets(_Strict):
         return None if entry is None else bytes.fromhex(entry.bridge)
 
 
+NO_SECRETS = Secrets()  # no keys at all: every scan is plain (replay, tests)
+
+
+def no_secrets() -> Secrets:
+    """The secrets of a gateway without a secrets file (one object, not one per scan)."""
+    return NO_SECRETS
+
+
 class SecretsError(ValueError):
     """The secrets file cannot be read; the message names the file and the problem."""
 

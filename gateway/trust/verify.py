@@ -94,6 +94,7 @@ class Verifier:
         self.site = site
         self.secrets = secrets
         self.history = history
+        self.max_backdate = dt.timedelta(hours=site.config.duty.max_backdate_hours)  # §1
 
     def check(self, scan: Scan) -> Verdict:
         """The scan with its assurance level and the trust flags of §5 added."""
@@ -151,11 +152,6 @@ class Verifier:
             scan, assurance=assurance, sun_counter=counter, flags=tuple(flags)
         )
         return Verdict(checked, reason)
-
-    @property
-    def max_backdate(self) -> dt.timedelta:
-        """`duty.max_backdate_hours` (§1)."""
-        return dt.timedelta(hours=self.site.config.duty.max_backdate_hours)
 
     def _sun(
         self, scan: Scan, keys: tuple[bytes, bytes], picc: bytes, mac: bytes
