@@ -17,6 +17,8 @@ from gateway.config.models import (
 )
 from gateway.timeutil import DutyCalendar, parse_clock, parse_instant
 
+ZERO = dt.timedelta(0)
+
 
 class Site:
     """Read-only indexes over one `SiteConfig`."""
@@ -33,7 +35,8 @@ class Site:
         self.reader_post: dict[str, Post] = {r: p for p in config.posts for r in p.readers}
         self.credentials: dict[str, Person] = {c: p for p in config.people for c in p.credentials}
         self.max_clock_skew = dt.timedelta(seconds=config.duty.max_clock_skew_seconds)
-        self._holders: dict[tuple[str, ...], frozenset[str]] = {}
+        self._holders: dict[Iterable[str], frozenset[str]] = {}
+        self._pairs: dict[tuple[str, str], dt.timedelta] = {}
         walking = config.walking
         self._walk_default = dt.timedelta(minutes=walking.default_minutes)
         self._walk: dict[frozenset[str], dt.timedelta] = {
@@ -60,15 +63,18 @@ class Site:
     def walking_time(self, a: str, b: str) -> dt.timedelta:
         """The least time to walk between posts `a` and `b` (zero within one post)."""
         if a == b:
-            return dt.timedelta(0)
-        return self._walk.get(frozenset((a, b)), self._walk_default)
+            return ZERO
+        pair = self._pairs.get((a, b))
+        if pair is None:  # asked for every scan: each ordered pair is looked up once
+            pair = self._pairs[(a, b)] = self._walk.get(frozenset((a, b)), self._walk_default)
+        return pair
 
     def has_role(self, person: str | None, roles: Iterable[str]) -> bool:
         """True if `person` holds any of `roles` (the rules ask for every scan: the holders of
         each set of roles asked for are found once)."""
         if not person:
             return False
-        key = roles if type(roles) is tuple else tuple(roles)
+        key = roles if type(roles) in (tuple, frozenset) else tuple(roles)
         holders = self._holders.get(key)
         if holders is None:
             holders = self._holders[key] = frozenset(

@@ -30,6 +30,7 @@ KEY_POST_MISSED = RuleId.patrol_key_post_missed
 HOURS_AT_RISK = RuleId.patrol_hours_at_risk
 KEY_POST_AT_RISK = RuleId.patrol_key_post_at_risk
 
+MANAGERS = (Role.duty_manager,)  # the role the duty rules ask about
 CHECK_IN_LEAD = dt.timedelta(minutes=30)  # the window opens 30 min before day_starts (§5)
 
 
@@ -260,9 +261,7 @@ class DutyRules:
             self._next_known = self._fixed_known = False
         elif (
             # Scans move only the patrol early warning, and only the duty managers' scans.
-            isinstance(event, Scan)
-            and self.early
-            and self.site.has_role(event.person, [Role.duty_manager])
+            isinstance(event, Scan) and self.early and self.site.has_role(event.person, MANAGERS)
         ):
             self._next_known = False
         self._seed(ctx)
@@ -478,7 +477,7 @@ class DutyRules:
             person
             for person in self.scans
             if person not in (manager, outgoing)
-            and self.site.has_role(person, [Role.duty_manager])
+            and self.site.has_role(person, MANAGERS)
             and any(s.post == self.handover_post for s in self.scans_of(person, since, until))
         )
         if stand_ins:

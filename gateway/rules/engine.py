@@ -81,7 +81,8 @@ class Engine:
         the message completes or clears happens when it is handled, never later.
         """
         event = rule_time(event, at)
-        first, second = at - grace, min(at, event.time)
+        first = at - grace if grace else at
+        second = event.time if event.time < at else at
         out = self._advance(first, inclusive=False)
         if second > first:  # otherwise nothing is left before it: the first pass fired it all
             out += self._advance(second, inclusive=False)
