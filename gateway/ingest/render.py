@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from gateway.alerts.record import Alert
 from gateway.ingest.topics import Topics
 from gateway.pipeline import Answer, Refusal
@@ -32,6 +34,16 @@ def _json(body: Any) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def _answer_json(body: dict[str, Any]) -> bytes:
+    """`_json` of a scan answer (text, integers, booleans: no floats, whose exponents orjson
+    writes differently), about 4× faster, for one answer per scan; what orjson refuses (a
+    lone surrogate, an integer past 64 bits) goes `_json`'s way."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        return _json(body)
+
+
 class Renderer:
     """Topics and payloads for one site."""
 
@@ -48,7 +60,7 @@ class Renderer:
             "message": answer.message,
             "flags": list(answer.flags),
         }
-        return Publication(self.topics.ack(answer.reader), _json(body), 1, False)
+        return Publication(self.topics.ack(answer.reader), _answer_json(body), 1, False)
 
     def refusal(self, refusal: Refusal) -> Publication:
         """`{"topic", "reason", "payload"}` on `gateway/rejected` (QoS 0)."""
