@@ -117,6 +117,7 @@ class Worker:
         self.on_commit = on_commit
         self.render = Renderer(topics, site.tz)
         self.counters: Counter[str] = Counter()  # the worker's own (publications, isolations)
+        self._counted: Counter[str] = Counter()  # the pipeline's counters at the last commit
         self.pipeline = self._new_pipeline()
         self._mark = self.store.meta("fired_through") or ""
 
@@ -172,6 +173,9 @@ class Worker:
             max_payload_bytes=self.max_payload_bytes,
             secrets=self.secrets,
         )
+        # A rebuild (a store error, a poison message, a reload) goes on counting from what
+        # the last commit counted: a batch rolled back is counted when it is stored.
+        pipeline.counters = self._counted.copy()
         mark = self.store.meta("fired_through")
         count = pipeline.restore(mark)
         if count:
@@ -204,6 +208,7 @@ class Worker:
         self.pipeline.before_commit()
         self.store.commit()
         self._mark = mark
+        self._counted = self.pipeline.counters.copy()
         return step
 
     def _isolate(self, batch: list[Message], submitted: list[Submitted]) -> None:
@@ -241,9 +246,11 @@ class Worker:
         )
         rejection = Rejection("internal", detail, msg.topic, msg.payload[:512])
         try:
+            self.pipeline.counters["received"] += 1  # its first count was rolled back
             refusal = self.pipeline.refuse(rejection, msg.received_at)
             self.pipeline.before_commit()
             self.store.commit()
+            self._counted = self.pipeline.counters.copy()
         except sqlite3.Error as err:
             self._rollback()
             raise StoreUnavailable(err, [msg]) from err

@@ -107,6 +107,9 @@ def test_a_poison_message_is_refused_and_the_rest_stored(
     # The site goes on: the next batch is handled normally.
     worker.step([scan("04A224B1C23380", 4, 4)])
     assert count(path, "scans") == 3
+    # The rules were rebuilt, the counts were not: each message once, the refusal too.
+    counters = worker.pipeline.counters
+    assert (counters["received"], counters["scan"], counters["rejected_internal"]) == (4, 3, 1)
 
 
 class FailingStore(SqliteStore):
@@ -140,6 +143,8 @@ def test_a_store_error_keeps_the_batch_unacknowledged_for_a_retry(
     worker.step(info.value.remaining)
     assert count(path, "scans") == 2 and [m.mid for m in link.acked] == [1, 2]
     assert store.rejected_counts() == {}
+    # Counted once, when stored: the rolled-back attempt left no count behind.
+    assert (worker.pipeline.counters["received"], worker.pipeline.counters["scan"]) == (2, 2)
 
 
 def test_commands_submitted_in_process_are_applied_and_resolved(
