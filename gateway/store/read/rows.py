@@ -171,6 +171,13 @@ class CommandRow:
     result: str
 
     @property
+    def applied_at(self) -> dt.datetime:
+        """When the worker applied it; only an applied (or refused) command has that."""
+        if self.at is None:
+            raise ValueError(f"command {self.id} is {self.status}: not applied yet")
+        return self.at
+
+    @property
     def outcome(self) -> dict[str, Any]:
         """What it did: the stored result document, or its message (a refusal, a migrated
         swap) as `{"message": ...}`."""
