@@ -300,7 +300,9 @@ def test_heartbeat_marks_counts_and_meta(writer: SqliteStore, reads: Queries) ->
     writer.set_meta("heartbeat", json.dumps({**beat, "notify_failing": {"ntfy://x": "503"}}))
     writer.add_scan(scan(1, 0))
     writer.add_reading(Reading("tx-1", {"load_pct": 60.0, "winding_temp_c": 50.0}, at(0), at(0)))
-    writer.add_rejection(Rejection("bad_json", "not JSON", "estate/zcity/x", b"{"), "坏 / bad", at(0))
+    writer.add_rejection(
+        Rejection("bad_json", "not JSON", "estate/zcity/x", b"{"), "坏 / bad", at(0)
+    )
     writer.commit()
     got = reads.heartbeat()
     assert got == Heartbeat(
