@@ -100,9 +100,7 @@ class ReadSide:
         """(id, {change, actor, record}) of transitions with an id above `after`."""
         with self.lock:
             rows = self.queries.transitions(after, limit)
-        return [
-            (t.id, {"change": t.change, "actor": t.actor, "record": t.alert.record}) for t in rows
-        ]
+        return [(t.id, {"change": t.change, "actor": t.actor, "record": t.record}) for t in rows]
 
     # -- scans ---------------------------------------------------------------------------------
 

@@ -404,7 +404,7 @@ class SqliteStore:
                 "at": t.at,
                 "actor": t.actor,
                 "comment": t.comment,
-                "record": t.alert.record,
+                "record": t.record,
             }
 
     def latest_readings(self, equipment: str | None = None) -> list[LatestValue]:

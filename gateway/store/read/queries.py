@@ -219,7 +219,7 @@ class Queries:
             instant(at),
             str(actor),
             str(comment),
-            AlertRow.from_record(json.loads(record)),
+            json.loads(record),
         )
 
     # -- scans -------------------------------------------------------------------------------

@@ -93,7 +93,7 @@ class AlertRow:
 
 @dataclass(frozen=True, slots=True)
 class TransitionRow:
-    """One stored change of one alert; `alert` is the alert right after it."""
+    """One stored change of one alert; `record` is the alert's §6 document right after it."""
 
     id: int
     alert_id: str
@@ -101,7 +101,13 @@ class TransitionRow:
     at: dt.datetime
     actor: str
     comment: str
-    alert: AlertRow
+    record: dict[str, Any]
+
+    @property
+    def alert(self) -> AlertRow:
+        """The alert right after the change, typed (read from `record` when asked: the MQTT
+        forwarder and the board pass the document on as it is)."""
+        return AlertRow.from_record(self.record)
 
 
 @dataclass(frozen=True, slots=True)
