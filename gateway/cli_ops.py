@@ -22,6 +22,7 @@ import typer
 from gateway.commands import Command, CommandError, check_actor, parse
 from gateway.config import ConfigError, Site
 from gateway.config.loader import load_yaml, parse_site
+from gateway.store.read import Heartbeat, Queries, StoreTooOld
 from gateway.store.sqlite import SqliteStore, find_store, store_file
 from gateway.timeutil import iso
 
@@ -84,24 +85,62 @@ def open_store(
     return Opened(store, site, path)
 
 
-def gateway_running(store: SqliteStore) -> tuple[bool, str]:
-    """Is a gateway running on this store right now? (and what is wrong if not)"""
-    raw = store.meta("heartbeat")
-    if not raw:
-        return False, "网关从未在此存储上运行 / no gateway has run on this store"
-    beat: dict[str, Any] = json.loads(raw)
-    age = time.time() - float(beat.get("at", 0))
-    pid = int(beat.get("pid", 0))
+@dataclass
+class Reader:
+    """A store opened read-only from the command line, and the site it belongs to."""
+
+    queries: Queries
+    site: Site
+    path: pathlib.Path
+
+
+def open_reader(data: pathlib.Path, site: Site | None = None) -> Reader:
+    """The store under `--data` on a read-only connection, and its site (from the store itself
+    unless given): for the commands that only read, which then change nothing, not even the
+    schema version."""
     try:
-        os.kill(pid, 0)
+        path = find_store(data)
+        queries = Queries.open(path)
+    except (FileNotFoundError, StoreTooOld) as exc:
+        raise fail(str(exc)) from None
+    if site is None:
+        text = queries.meta("site_yaml")
+        try:
+            if not text:
+                raise fail(
+                    f"存储中没有站点配置 / {path} does not hold its site file yet: start the "
+                    "gateway on it once, or give --config"
+                )
+            site = parse_site(load_yaml(text), f"{path} (site file as last loaded)")
+        except ConfigError as exc:
+            queries.close()
+            raise fail(str(exc)) from None
+        except typer.Exit:
+            queries.close()
+            raise
+    return Reader(queries, site, path)
+
+
+def gateway_running(beat: Heartbeat | None) -> tuple[bool, str]:
+    """Is a gateway running on this store right now, by its heartbeat? (and what is wrong if
+    not)"""
+    if beat is None:
+        return False, "网关从未在此存储上运行 / no gateway has run on this store"
+    age = time.time() - (0.0 if beat.at is None else beat.at.timestamp())
+    try:
+        os.kill(beat.pid, 0)
         alive = True
     except (OSError, ValueError):
         alive = False
     if not alive or age > HEARTBEAT_FRESH_SECONDS:
         return False, f"网关未运行 / the gateway is not running (last seen {age:.0f} s ago)"
-    if not beat.get("connected"):
+    if not beat.connected:
         return False, "网关未连接到代理 / the gateway runs but is not connected to the broker"
-    return True, f"网关运行中 / running (pid {pid}, heartbeat {age:.1f} s ago)"
+    return True, f"网关运行中 / running (pid {beat.pid}, heartbeat {age:.1f} s ago)"
+
+
+def _heartbeat(store: SqliteStore) -> Heartbeat | None:
+    return Heartbeat.parse(store.meta("heartbeat"))
 
 
 def send(
@@ -123,7 +162,7 @@ def send(
         now = dt.datetime.now(dt.UTC)  # the command line is a composition root: it reads the clock
         ident = store.add_command(command.action, command.body(), command.by, now)
         store.commit()
-        running, why = gateway_running(store)
+        running, why = gateway_running(_heartbeat(store))
         if not running:
             typer.echo(
                 f"{why}\n命令已排队，网关启动时执行 / command {ident} is queued: the gateway "
@@ -171,12 +210,12 @@ def alert_list(
     ] = False,
 ) -> None:
     """列出告警 · The alerts, newest first, one line each."""
-    opened = open_store(data)
+    reader = open_reader(data)
     try:
-        alerts = opened.store.alerts(open_only=open_only)
+        alerts = reader.queries.alerts("active" if open_only else None, limit=1000)
     finally:
-        opened.store.close()
-    tz = opened.site.tz
+        reader.queries.close()
+    tz = reader.site.tz
     if not alerts:
         typer.echo("没有告警 / no alerts")
     for a in alerts:
@@ -247,17 +286,17 @@ def reload_command(data: DataOpt = pathlib.Path("./data")) -> None:
     opened = open_store(data)
     store = opened.store
     try:
-        running, why = gateway_running(store)
-        raw = store.meta("heartbeat")
-        if not running or not raw:
+        beat = _heartbeat(store)
+        running, why = gateway_running(beat)
+        if not running or beat is None:
             raise fail(why)
-        beat = json.loads(raw)
-        before = (beat.get("reload") or {}).get("at")
-        os.kill(int(beat["pid"]), signal.SIGHUP)
+        before = (beat.reload or {}).get("at")
+        os.kill(beat.pid, signal.SIGHUP)
         deadline = time.monotonic() + WAIT_SECONDS
         while time.monotonic() < deadline:
             time.sleep(0.2)
-            outcome = (json.loads(store.meta("heartbeat") or "{}").get("reload")) or {}
+            now = _heartbeat(store)
+            outcome = (None if now is None else now.reload) or {}
             store.commit()
             if outcome.get("at") != before:
                 if not outcome.get("ok"):
@@ -272,18 +311,17 @@ def reload_command(data: DataOpt = pathlib.Path("./data")) -> None:
 def health_command(data: DataOpt = pathlib.Path("./data")) -> None:
     """健康检查 · Exit 0 when the gateway on this store runs and is connected."""
     try:
-        path = find_store(data)
-    except FileNotFoundError as exc:
+        queries = Queries.open(find_store(data))
+    except (FileNotFoundError, StoreTooOld) as exc:
         raise fail(str(exc)) from None
-    store = SqliteStore(path, readonly=True)
     try:
-        running, why = gateway_running(store)
-        beat = json.loads(store.meta("heartbeat") or "{}")
+        beat = queries.heartbeat()
     finally:
-        store.close()
-    if not running:
+        queries.close()
+    running, why = gateway_running(beat)
+    if not running or beat is None:
         raise fail(why)
     typer.echo(why)
-    for url, reason in sorted(dict(beat.get("notify_failing") or {}).items()):
+    for url, reason in sorted(beat.notify_failing.items()):
         # The gateway runs; one notification channel does not take messages (they are retried).
         typer.echo(f"通知渠道发送失败 / notify channel failing: {url}: {reason}")

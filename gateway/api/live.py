@@ -16,11 +16,12 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.api.queries import ReadSide
 from gateway.config.site import Site
+from gateway.store.read import Marks
 from gateway.timeutil import iso
 from gateway.worker import Link
 
@@ -92,7 +93,7 @@ class Hub:
     _wake: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
-    _marks: dict[str, int] | None = None
+    _marks: Marks | None = None
     _status_version: int = 0
     counters: dict[str, int] = field(default_factory=lambda: {"looks": 0, "events": 0})
 
@@ -157,7 +158,7 @@ class Hub:
             return
         self._marks, self._status_version = self._changes(self._marks, self._status_version)
 
-    def _changes(self, marks: dict[str, int], status_version: int) -> tuple[dict[str, int], int]:
+    def _changes(self, marks: Marks, status_version: int) -> tuple[Marks, int]:
         self.counters["looks"] += 1
         site = self.site()
         events: list[tuple[str, Any]] = []
@@ -167,19 +168,19 @@ class Hub:
             until = duty_until(site, document)
             events.append(("status", {"patrol": document, "duty_until": until, "now": stamp}))
         now = self.reads.marks()
-        if now["transitions"] > marks["transitions"]:
-            rows = self.reads.transitions_after(marks["transitions"], TRANSITIONS_PER_LOOK + 1)
+        if now.transitions > marks.transitions:
+            rows = self.reads.transitions_after(marks.transitions, TRANSITIONS_PER_LOOK + 1)
             if len(rows) > TRANSITIONS_PER_LOOK:
                 events.append(("resync", None))
             else:
                 events += [("alert", row) for _, row in rows]
-            now["transitions"] = max(now["transitions"], rows[-1][0] if rows else 0)
-        if now["scans"] > marks["scans"]:
-            scans = self.reads.scans_after(site, marks["scans"], SCANS_PER_LOOK)
+            now = replace(now, transitions=max(now.transitions, rows[-1][0] if rows else 0))
+        if now.scans > marks.scans:
+            scans = self.reads.scans_after(site, marks.scans, SCANS_PER_LOOK)
             events.append(("scans", scans))
-        if now["readings"] > marks["readings"]:
+        if now.readings > marks.readings:
             events.append(("plant", self.reads.plant(site)))
-        if now["devices"] > marks["devices"]:
+        if now.devices > marks.devices:
             events.append(("devices", self.reads.devices(site)))
         for kind, data in events:
             # Serialised once here, not once per page: twenty pages cost one encoding.

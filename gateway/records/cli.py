@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from gateway.cli_ops import DataOpt, fail, open_store
+from gateway.cli_ops import DataOpt, fail, open_reader
 from gateway.config import ConfigError, load_site
 from gateway.records import csvout, html, sections, weekly, worklog
 from gateway.records.source import Source
@@ -62,12 +62,8 @@ def _source(data: pathlib.Path, config: pathlib.Path | None) -> tuple[Source, sq
             site = load_site(config)
         except ConfigError as exc:
             raise fail(str(exc)) from None
-    opened = open_store(data, site=site)
-    opened.store.close()
-    uri = opened.path.resolve().as_uri() + "?mode=ro"
-    db = sqlite3.connect(uri, uri=True)
-    db.execute("PRAGMA busy_timeout=5000")
-    return Source(db, opened.site), db
+    reader = open_reader(data, site=site)
+    return Source(reader.queries.connection, reader.site), reader.queries.connection
 
 
 def _write(body: str | bytes, out: pathlib.Path | None) -> None:

@@ -1,16 +1,18 @@
 """The records as they stand at an instant, folded from the applied commands (§11).
 
-Reads work on any connection to the store: the worker's (inside its transaction, to check a
-command before applying it) or a read-only one (the API, the command line's reports).
+Reads go through the store's query side on any connection to the store: the worker's (inside
+its transaction, to check a command before applying it, and the work-order rule's) or a
+read-only one (the API, the command line's reports).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
+
+from gateway.store.read import Queries
 
 RECORD_ACTIONS = (
     "workorder.open",
@@ -26,10 +28,6 @@ RECORD_ACTIONS = (
 FAR_FUTURE = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
 # "Up to and including now" is "before now + INSTANT": a record applied at the present counts.
 INSTANT = dt.timedelta(microseconds=1)
-
-
-def _instant(value: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(value, dt.UTC)
 
 
 def _opt_instant(text: object) -> dt.datetime | None:
@@ -165,15 +163,9 @@ class Ledger:
 
 def load(db: sqlite3.Connection, until: dt.datetime = FAR_FUTURE) -> Ledger:
     """The records as they stood just before `until`."""
-    marks = ",".join("?" * len(RECORD_ACTIONS))
-    rows = db.execute(
-        f"SELECT action, body, actor, at FROM commands WHERE status = 'done'"
-        f" AND action IN ({marks}) AND at < ? ORDER BY at, id",
-        (*RECORD_ACTIONS, until.timestamp()),
-    ).fetchall()
     ledger = Ledger()
-    for action, body, actor, at in rows:
-        fold(ledger, str(action), json.loads(body), str(actor), _instant(at))
+    for row in Queries(db).applied_commands(RECORD_ACTIONS, until):
+        fold(ledger, row.action, row.body, row.actor, row.applied_at)
     return ledger
 
 

@@ -10,7 +10,6 @@ and complaints still open at its end, flagged scans, the roster and the reviews.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -283,14 +282,10 @@ def _flags(scans: list[ScanRow]) -> dict[str, int]:
 
 
 def _manual(source: Source, start: dt.datetime, end: dt.datetime) -> list[Manual]:
-    rows = source.db.execute(
-        "SELECT body, actor FROM commands WHERE status = 'done' AND action = 'scan.manual'"
-        " ORDER BY at, id"
-    ).fetchall()
     out = []
-    for body, actor in rows:
-        args = json.loads(body)
-        time = dt.datetime.fromisoformat(args["time"])
+    for row in source.manual_signoffs():
+        time = dt.datetime.fromisoformat(row.body["time"])
         if start <= time < end:
-            out.append(Manual(time, str(args["post"]), str(actor), str(args.get("reason", ""))))
+            post, reason = str(row.body["post"]), str(row.body.get("reason", ""))
+            out.append(Manual(time, post, row.actor, reason))
     return out

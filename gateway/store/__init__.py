@@ -1,4 +1,5 @@
-"""The embedded store: SQLite in WAL mode, one writer, batched commits."""
+"""The embedded store: SQLite in WAL mode, one writer (`sqlite.SqliteStore`, batched commits),
+and a read-only query side answering in typed rows (`read.Queries`)."""
 
 from gateway.store.sqlite import SqliteStore
 

@@ -12,13 +12,18 @@ import json
 import pathlib
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from gateway.alerts.book import Transition
 from gateway.alerts.record import Alert
 from gateway.events import DeviceStatus, Event, Reading, Rejection, Scan
+from gateway.store.read import Bucket, CommandRow, LatestValue, Queries, connect_readonly
 from gateway.store.schema import migrate
+
+__all__ = ["Bucket", "LatestValue", "SqliteStore", "StoredCommand", "find_store", "store_file"]
+
+# A command as the worker reads it back (pending, or applied for a restart): the query side's row.
+StoredCommand = CommandRow
 
 # Refusals kept for operators; older ones are deleted (the counts per code are kept for ever).
 REJECTED_KEEP = 10_000
@@ -48,47 +53,8 @@ def find_store(data: pathlib.Path) -> pathlib.Path:
     return found[0]
 
 
-@dataclass(frozen=True)
-class StoredCommand:
-    """A command written to the store, pending or applied."""
-
-    id: int
-    action: str
-    body: dict[str, Any]
-    actor: str
-    submitted_at: dt.datetime
-    status: str
-    at: dt.datetime | None
-    result: str
-
-
-@dataclass(frozen=True)
-class LatestValue:
-    """The newest value of one metric."""
-
-    equipment: str
-    metric: str
-    time: dt.datetime
-    value: float | bool
-
-
-@dataclass(frozen=True)
-class Bucket:
-    """One downsampled interval of a metric (booleans count as 0/1)."""
-
-    start: dt.datetime
-    min: float
-    mean: float
-    max: float
-    count: int
-
-
 def _t(instant: dt.datetime) -> float:
     return instant.timestamp()
-
-
-def _instant(value: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(value, dt.UTC)
 
 
 class SqliteStore:
@@ -97,11 +63,10 @@ class SqliteStore:
     def __init__(self, path: str | pathlib.Path = ":memory:", readonly: bool = False) -> None:
         self.path = str(path)
         if readonly:
-            # A reader beside the running gateway (demo display, reports): never writes,
-            # never takes the write lock.
-            uri = pathlib.Path(self.path).resolve().as_uri() + "?mode=ro"
-            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
-            self._db.execute("PRAGMA busy_timeout=5000")
+            # A reader beside the running gateway (demo display, notify CLI): never writes,
+            # never takes the write lock. New readers use `Queries.open` instead.
+            self._db = connect_readonly(self.path)
+            self.reads = Queries(self._db)
             return
         if self.path != ":memory:":
             pathlib.Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -112,6 +77,8 @@ class SqliteStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         migrate(self._db)
+        # The query side on this connection: the worker's own reads see its uncommitted rows.
+        self.reads = Queries(self._db)
         # Highest seq stored per reader / equipment: a seq above it cannot be a redelivery or a
         # restarted counter, so the common case needs no look-up (§3).
         self._max_scan_seq: dict[str, int] = {
@@ -365,42 +332,17 @@ class SqliteStore:
 
     def pending_commands(self) -> list[StoredCommand]:
         """Commands other processes queued, oldest first."""
-        return self._commands("WHERE status = 'pending' ORDER BY id", ())
+        return self.reads.pending_commands()
 
     def applied_commands(
         self, actions: tuple[str, ...], before: dt.datetime
     ) -> list[StoredCommand]:
         """Commands of the given actions applied before an instant, in the order applied."""
-        marks = ",".join("?" * len(actions))
-        return self._commands(
-            f"WHERE status = 'done' AND action IN ({marks}) AND at < ? ORDER BY at, id",
-            (*actions, _t(before)),
-        )
+        return self.reads.applied_commands(actions, before)
 
     def command(self, ident: int) -> StoredCommand | None:
         """One command by id."""
-        found = self._commands("WHERE id = ?", (ident,))
-        return found[0] if found else None
-
-    def _commands(self, where: str, args: tuple[Any, ...]) -> list[StoredCommand]:
-        rows = self._db.execute(
-            "SELECT id, action, body, actor, submitted_at, status, at, result FROM commands "
-            + where,
-            args,
-        ).fetchall()
-        return [
-            StoredCommand(
-                int(i),
-                str(a),
-                json.loads(b),
-                str(who),
-                _instant(s),
-                str(st),
-                None if at is None else _instant(at),
-                str(r),
-            )
-            for i, a, b, who, s, st, at, r in rows
-        ]
+        return self.reads.command(ident)
 
     def set_meta(self, key: str, value: str) -> None:
         """Remember a value across restarts."""
@@ -420,81 +362,54 @@ class SqliteStore:
         )
         self._db.commit()
 
-    # -- reads -------------------------------------------------------------------------------
+    # -- what the worker reads while it writes -----------------------------------------------
+    # (duplicates and SUN counters are above; every other read is the query side's,
+    # gateway/store/queries.py)
 
     def meta(self, key: str) -> str | None:
         """A remembered value."""
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
+        return self.reads.meta(key)
 
     def events_between(
         self, since: dt.datetime, until: dt.datetime
     ) -> list[tuple[dt.datetime, Event | StoredCommand]]:
         """Every stored event received in [since, until], as (received_at, event), in order,
         and the commands applied then (the rules see swaps and confirmations again)."""
-        t, u = _t(since), _t(until)
-        out: list[tuple[float, int, int, Event | StoredCommand]] = []
-        for row in self._db.execute(
-            "SELECT id, reader, post, seq, credential, method, person, time, received_at, flags,"
-            " sent_ts FROM scans WHERE received_at BETWEEN ? AND ?",
-            (t, u),
-        ):
-            ident, reader, post, seq, cred, method, person, time, rec, flags, sent = row
-            scan = Scan(
-                reader,
-                post,
-                cred,
-                method,
-                person,
-                _instant(time),
-                _instant(rec),
-                seq,
-                tuple(json.loads(flags)),
-                None if sent is None else _instant(sent),
-            )
-            out.append((rec, 0, ident, scan))
-        groups: dict[tuple[str, int | None, float, float], dict[str, float | bool]] = {}
-        first: dict[tuple[str, int | None, float, float], tuple[int, str]] = {}
-        for ident, eq, metric, seq, time, rec, value, is_bool, flags in self._db.execute(
-            "SELECT id, equipment, metric, seq, time, received_at, value, is_bool, flags"
-            " FROM readings WHERE received_at BETWEEN ? AND ? ORDER BY id",
-            (t, u),
-        ):
-            key = (eq, seq, time, rec)
-            groups.setdefault(key, {})[metric] = bool(value) if is_bool else float(value)
-            first.setdefault(key, (ident, flags))
-        for (eq, seq, time, rec), values in groups.items():
-            ident, flags = first[(eq, seq, time, rec)]
-            reading = Reading(
-                eq, values, _instant(time), _instant(rec), seq, tuple(json.loads(flags))
-            )
-            out.append((rec, 1, ident, reading))
-        for ident, device, state, time, rec in self._db.execute(
-            "SELECT id, device, state, time, received_at FROM device_status"
-            " WHERE received_at BETWEEN ? AND ?",
-            (t, u),
-        ):
-            out.append((rec, 2, ident, DeviceStatus(device, state, _instant(time), _instant(rec))))
-        for command in self._commands(
-            "WHERE status = 'done' AND at BETWEEN ? AND ? ORDER BY id", (t, u)
-        ):
-            assert command.at is not None
-            out.append((_t(command.at), 3, command.id, command))
-        out.sort(key=lambda row: (row[0], row[1], row[2]))
-        return [(_instant(rec), event) for rec, _, _, event in out]
+        return self.reads.events_between(since, until)
+
+    def open_alerts(self) -> list[Alert]:
+        """Alerts not yet closed, to rebuild the book at start-up."""
+        rows = self._db.execute("SELECT record FROM alerts WHERE state != 'closed'").fetchall()
+        return [Alert.from_json(json.loads(r[0])) for r in rows]
+
+    def alert(self, ident: str) -> Alert | None:
+        """One alert's latest record, open or closed (a command checks it before it applies)."""
+        row = self._db.execute("SELECT record FROM alerts WHERE id = ?", (ident,)).fetchone()
+        return None if row is None else Alert.from_json(json.loads(row[0]))
+
+    # -- the query side's answers in the shapes the forwarders and the tests know ------------
+
+    def alerts(self, open_only: bool = False, limit: int = 1000) -> list[Alert]:
+        """Alerts, newest first (the MQTT forwarder republishes the open ones)."""
+        rows = self.reads.alerts("active" if open_only else None, limit=limit)
+        return [row.to_alert() for row in rows]
+
+    def transitions(self, after_id: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        """Stored transitions with an id above `after_id`, oldest first, as dicts."""
+        for t in self.reads.transitions(after_id, limit):
+            yield {
+                "id": t.id,
+                "alert_id": t.alert_id,
+                "change": t.change,
+                "at": t.at,
+                "actor": t.actor,
+                "comment": t.comment,
+                "record": t.record,
+            }
 
     def latest_readings(self, equipment: str | None = None) -> list[LatestValue]:
-        """The newest value of every metric (of one equipment, or all), by event time."""
-        where, args = ("WHERE equipment = ?", (equipment,)) if equipment else ("", ())
-        rows = self._db.execute(
-            "SELECT equipment, metric, max(time), value, is_bool FROM readings"
-            f" {where} GROUP BY equipment, metric ORDER BY equipment, metric",
-            args,
-        ).fetchall()
-        return [
-            LatestValue(eq, metric, _instant(t), bool(v) if is_bool else float(v))
-            for eq, metric, t, v, is_bool in rows
-        ]
+        """As `Queries.latest_readings`."""
+        return self.reads.latest_readings(equipment)
 
     def reading_series(
         self,
@@ -504,87 +419,24 @@ class SqliteStore:
         until: dt.datetime,
         bucket_seconds: float,
     ) -> list[Bucket]:
-        """Values of one metric in [since, until), downsampled into buckets (min/mean/max)."""
-        if bucket_seconds <= 0:
-            raise ValueError("bucket_seconds must be positive")
-        t0 = _t(since)
-        rows = self._db.execute(
-            "SELECT CAST((time - ?) / ? AS INTEGER) AS b, min(value), avg(value), max(value),"
-            " count(*) FROM readings WHERE equipment = ? AND metric = ? AND time >= ?"
-            " AND time < ? GROUP BY b ORDER BY b",
-            (t0, bucket_seconds, equipment, metric, t0, _t(until)),
-        ).fetchall()
-        return [
-            Bucket(_instant(t0 + b * bucket_seconds), float(lo), float(mean), float(hi), int(n))
-            for b, lo, mean, hi, n in rows
-        ]
-
-    def open_alerts(self) -> list[Alert]:
-        """Alerts not yet closed, to rebuild the book at start-up."""
-        rows = self._db.execute("SELECT record FROM alerts WHERE state != 'closed'").fetchall()
-        return [Alert.from_json(json.loads(r[0])) for r in rows]
-
-    def alerts(self, open_only: bool = False, limit: int = 1000) -> list[Alert]:
-        """Alerts, newest first."""
-        where = "WHERE state != 'closed'" if open_only else ""
-        rows = self._db.execute(
-            f"SELECT record FROM alerts {where} ORDER BY raised_at DESC, id LIMIT ?", (limit,)
-        ).fetchall()
-        return [Alert.from_json(json.loads(r[0])) for r in rows]
-
-    def alert(self, ident: str) -> Alert | None:
-        """One alert's latest record, open or closed."""
-        row = self._db.execute("SELECT record FROM alerts WHERE id = ?", (ident,)).fetchone()
-        return None if row is None else Alert.from_json(json.loads(row[0]))
-
-    def transitions(self, after_id: int = 0, limit: int | None = None) -> Iterator[dict[str, Any]]:
-        """Stored transitions with an id above `after_id`, oldest first, as dicts."""
-        cur = self._db.execute(
-            "SELECT id, alert_id, change, at, actor, comment, record FROM alert_transitions"
-            " WHERE id > ? ORDER BY id LIMIT ?",
-            (after_id, -1 if limit is None else limit),
-        )
-        for ident, alert_id, change, at, actor, comment, record in cur:
-            yield {
-                "id": ident,
-                "alert_id": alert_id,
-                "change": change,
-                "at": dt.datetime.fromtimestamp(at, dt.UTC),
-                "actor": actor,
-                "comment": comment,
-                "record": json.loads(record),
-            }
+        """As `Queries.reading_series`."""
+        return self.reads.reading_series(equipment, metric, since, until, bucket_seconds)
 
     def count(self, table: str) -> int:
-        """Rows in one of the record tables."""
-        if table not in {
-            "scans",
-            "readings",
-            "device_status",
-            "alerts",
-            "alert_transitions",
-            "rejected",
-            "commands",
-        }:
-            raise ValueError(f"no table {table!r}")
-        return int(self._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+        """As `Queries.count`."""
+        return self.reads.count(table)
 
     def last_transition_id(self) -> int:
-        """The id of the newest stored transition (0 when there is none)."""
-        row = self._db.execute("SELECT coalesce(max(id), 0) FROM alert_transitions").fetchone()
-        return int(row[0])
+        """As `Queries.last_transition_id`."""
+        return self.reads.last_transition_id()
 
     def rejected_counts(self) -> dict[str, int]:
-        """Refusals by reason code."""
-        return {
-            str(c): int(n) for c, n in self._db.execute("SELECT code, count FROM rejected_counts")
-        }
+        """As `Queries.rejected_counts`."""
+        return self.reads.rejected_counts()
 
     def scan_keys(self) -> list[tuple[str, int | None]]:
-        """(reader, seq) of every stored scan, in insertion order."""
-        return [
-            (str(r), s) for r, s in self._db.execute("SELECT reader, seq FROM scans ORDER BY id")
-        ]
+        """As `Queries.scan_keys`."""
+        return self.reads.scan_keys()
 
 
 ReadingRow = tuple[str, float, bool, float | None, float]  # metric, value, is_bool, sent_ts, time

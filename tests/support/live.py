@@ -73,7 +73,7 @@ def wait_healthy(data: Path, timeout: float = 15.0) -> None:
         except FileNotFoundError as exc:
             return False, str(exc)
         try:
-            return gateway_running(store)
+            return gateway_running(store.reads.heartbeat())
         finally:
             store.close()
 

@@ -104,9 +104,9 @@ def handover(date: dt.date, desk: DeskDep, site: SiteDep, actor: ActorDep) -> Ha
     book = desk.reads.roster(site, desk.clock())
     at = max(desk.clock(), site.calendar.day_start(date))
     rows = [
-        {"by": r["actor"], "at": iso(r["at"], site.tz), "notes": r["body"].get("notes", "")}
+        {"by": r.actor, "at": iso(r.applied_at, site.tz), "notes": r.body.get("notes", "")}
         for r in desk.reads.commands(("handover.confirm",))
-        if r["body"].get("date") == date.isoformat()
+        if r.body.get("date") == date.isoformat()
     ]
     return HandoverPublic(
         date=date,
@@ -141,17 +141,17 @@ def incidents(desk: DeskDep, site: SiteDep, actor: ActorDep) -> list[IncidentPub
     """Incidents reported, newest first."""
     return [
         IncidentPublic(
-            id=str(r["body"].get("id", "")),
-            title=str(r["body"].get("title", "")),
-            major=bool(r["body"].get("major", False)),
-            where=r["body"].get("where"),
-            details=r["body"].get("details"),
-            reported_by=r["actor"],
-            at=iso(r["at"], site.tz),
+            id=str(r.body.get("id", "")),
+            title=str(r.body.get("title", "")),
+            major=bool(r.body.get("major", False)),
+            where=r.body.get("where"),
+            details=r.body.get("details"),
+            reported_by=r.actor,
+            at=iso(r.applied_at, site.tz),
             when=None
-            if r["body"].get("when") is None
-            else iso(dt.datetime.fromisoformat(r["body"]["when"]), site.tz),
-            told=r["body"].get("told"),
+            if r.body.get("when") is None
+            else iso(dt.datetime.fromisoformat(r.body["when"]), site.tz),
+            told=r.body.get("told"),
         )
         for r in desk.reads.commands(("incident.report",))
     ]

@@ -153,7 +153,7 @@ class ReviewCreate(_Body):
 @contextmanager
 def _source(desk: Desk, site: Site) -> Iterator[Source]:
     with desk.reads.lock:
-        yield Source(desk.reads.store.connection, site)
+        yield Source(desk.reads.connection, site)
 
 
 def _sections(items: list[sections.Section]) -> list[SectionPublic]:
@@ -300,7 +300,7 @@ def work_orders(
 ) -> list[WorkOrderPublic]:
     """Work orders (工作任务单 ZJWY/KF/BG-024), newest first."""
     with desk.reads.lock:
-        records = ledger.load(desk.reads.store.connection)
+        records = ledger.load(desk.reads.connection)
     now = desk.clock()
     orders = [o for o in records.workorders.values() if state == "all" or o.closed_at is None]
     return [_order(o, site, now) for o in reversed(orders)]
@@ -327,7 +327,7 @@ def close_work_order(
 ) -> CommandPublic:
     """Close a work order with what was done; clears its workorder.overdue."""
     with desk.reads.lock:
-        known = ident in ledger.load(desk.reads.store.connection).workorders
+        known = ident in ledger.load(desk.reads.connection).workorders
     if not known:
         raise not_found(f"未知工作任务单 / no work order {ident!r}")
     args = {"id": ident, "comment": body.comment}
@@ -358,7 +358,7 @@ def complaints(
 ) -> list[ComplaintPublic]:
     """Complaints (投诉处理表 ZJWY/KF/BG-026), newest first."""
     with desk.reads.lock:
-        records = ledger.load(desk.reads.store.connection)
+        records = ledger.load(desk.reads.connection)
     found = [c for c in records.complaints.values() if state == "all" or c.callback_at is None]
     return [_complaint(c, site) for c in reversed(found)]
 
@@ -382,7 +382,7 @@ def call_back(
 ) -> CommandPublic:
     """The callback to the owner (4.7): closes the complaint."""
     with desk.reads.lock:
-        known = ident in ledger.load(desk.reads.store.connection).complaints
+        known = ident in ledger.load(desk.reads.connection).complaints
     if not known:
         raise not_found(f"未知投诉 / no complaint {ident!r}")
     args = {"id": ident, "comment": body.comment}
