@@ -351,7 +351,10 @@ class ProcessLink:
                 for ident in refused:
                     self._unconfirmed.pop(ident, None)
                 if health is not None:
-                    self._health = LinkHealth(*health)
+                    # Like MqttLink's, `last_error` is kept after a success, for context: a
+                    # fresh child has none of its own, so why the last one exited stays.
+                    error = health[2] if health[2] is not None else self._health.last_error
+                    self._health = LinkHealth(health[0], health[1], error, health[3])
                     connected = connected or self._health.connected
                     if not self._health.connected:
                         self.connected.clear()
