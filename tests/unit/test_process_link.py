@@ -89,3 +89,27 @@ def test_the_childs_connection_errors_reach_health_and_the_log_and_stop_ends_it(
         os.kill(pid, 0)  # exited and reaped
     assert any("首次连接代理失败" in r.getMessage() for r in caplog.records), caplog.text
     assert link.counters["link_restarts"] == 0
+
+
+def test_topics_checks_ids_with_the_site_files_pattern() -> None:
+    """Prevents the topic parser and the site file disagreeing on what an id is (the parser
+    keeps its own copy of the pattern so the link process need not import the config)."""
+    from gateway.config.models import ID_PATTERN
+    from gateway.ingest import topics
+
+    assert topics.ID_RE.pattern == ID_PATTERN
+
+
+def test_the_link_process_starts_without_the_configuration_or_the_store() -> None:
+    """Prevents a slow start of every gateway: the child imports paho and the link, not
+    pydantic, YAML, SQLite or the rules."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from gateway.ingest.process import child_main; "
+        "print(' '.join(m for m in ('pydantic', 'yaml', 'sqlite3', 'gateway.config', "
+        "'gateway.rules', 'gateway.store') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
