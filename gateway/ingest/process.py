@@ -203,11 +203,12 @@ class ProcessLink:
 
     @property
     def counters(self) -> dict[str, int]:
-        """`MqttLink`'s counters summed over the children, and `link_restarts`."""
+        """`MqttLink`'s counters summed over the children, `link_restarts`, `link_stale_acks`."""
         out = dict(self._past_counters)
         for key, value in self._child_counters.items():
             out[key] = out.get(key, 0) + value
         out["link_restarts"] = self.restarts
+        out["link_stale_acks"] = self.stale_acks
         return out
 
     @property
@@ -276,10 +277,11 @@ class ProcessLink:
         while not self._stopping.is_set():
             try:
                 channel = self._spawn()
-            except OSError as exc:
+            except Exception as exc:  # no child, no link: say so and try again, never wedge
                 failures += 1
                 self._down(f"cannot start the MQTT link process: {exc}")
                 log.error("无法启动链路进程 / cannot start the MQTT link process: %s", exc)
+                self._reap()
                 self._stopping.wait(_restart_delay(failures))
                 continue
             ever_connected = self._serve(channel)
@@ -317,8 +319,12 @@ class ProcessLink:
         finally:
             theirs.close()
         channel = Channel(ours)
-        # The configuration goes over the socket, not argv: the broker password stays private.
-        channel.send(self.config)
+        try:
+            # The configuration goes over the socket, not argv: the broker password stays private.
+            channel.send(self.config)
+        except BaseException:
+            channel.close()
+            raise
         with self._cv:
             self._generation += 1
             self._channel = channel
@@ -343,7 +349,10 @@ class ProcessLink:
             while True:
                 messages, events, confirmed, refused, health, counters = channel.recv()
                 for event in events:
-                    self._event(event)
+                    try:
+                        self._event(event)
+                    except Exception:  # a callback's bug must not end the link
+                        log.exception("处理链路事件失败 / could not handle a link event")
                 for ident in confirmed:
                     pub = self._unconfirmed.pop(ident, None)
                     if pub is not None:
