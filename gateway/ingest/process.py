@@ -63,6 +63,7 @@ IDLE_SECONDS = 0.25  # the shipper's longest sleep: health changes reach the par
 CONFIRM_POLL_SECONDS = 0.005  # while publications await their PUBACK
 PUT_WAIT_SECONDS = 0.2  # the reader re-checks `stopping` while the parent inbox is full
 OPS_LIMIT = 10_000  # acks and publications waiting for the sender; publish waits beyond this
+START_WAIT_SECONDS = 3.0  # start() waits this long at most for the first connection's outcome
 STOP_SECONDS = 10.0  # the child says offline and disconnects within this, or is killed
 RESTART_MAX_SECONDS = 30.0
 MID_BITS = 16  # MQTT packet ids are 16 bits (§2.2.1); the generation goes above them
@@ -157,6 +158,7 @@ class ProcessLink:
         self._past_counters: dict[str, int] = {}  # the sum of the children that have exited
         self._health = LinkHealth(False, None, None, 0)
         self._stopping = threading.Event()
+        self._settled = threading.Event()  # the first connection succeeded or failed
         self._cv = threading.Condition()  # guards what follows; notified for the sender
         self._generation = 0
         self._channel: Channel | None = None
@@ -171,16 +173,24 @@ class ProcessLink:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the child (it connects in the background, as `MqttLink.start`)."""
+        """Start the child, and wait (START_WAIT_SECONDS at most) for its first connection to
+        succeed or fail; it goes on connecting in the background, as `MqttLink` does.
+
+        The in-process link connects within milliseconds of `start()`; a new process takes a
+        tenth of a second more. Waiting keeps "started" meaning "subscribed" on a reachable
+        broker, as callers (and tests that publish right after `start()`) have come to expect.
+        """
         self._health = LinkHealth(False, _now(), None, 0)
         self._sender.start()
         # The thread that starts the child must outlive it: PR_SET_PDEATHSIG fires when the
         # *thread* that forked it ends. The supervisor lives until the last child has exited.
         self._supervisor.start()
+        self._settled.wait(START_WAIT_SECONDS)
 
     def stop(self) -> None:
         """The child says offline (retained), disconnects cleanly and exits."""
         self._stopping.set()
+        self._settled.set()
         with self._cv:
             self._ops.append((_STOP,))
             self._closed = True
@@ -365,6 +375,8 @@ class ProcessLink:
                     error = health[2] if health[2] is not None else self._health.last_error
                     self._health = LinkHealth(health[0], health[1], error, health[3])
                     connected = connected or self._health.connected
+                    if self._health.attempts:
+                        self._settled.set()  # a failed attempt: connecting goes on
                     if not self._health.connected:
                         self.connected.clear()
                 if counters is not None:
@@ -384,6 +396,7 @@ class ProcessLink:
         kind = event[0]
         if kind == _CONNECTED:
             self.connected.set()
+            self._settled.set()
             if self.on_connected is not None:
                 self.on_connected(event[1])
         elif kind == _OUTPUT:
@@ -435,6 +448,7 @@ class ProcessLink:
         return code
 
     def _down(self, reason: str) -> None:
+        self._settled.set()
         self.connected.clear()
         self._health = LinkHealth(False, _now(), reason, self._health.attempts)
 
