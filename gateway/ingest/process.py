@@ -154,6 +154,7 @@ class ProcessLink:
         self.connected = threading.Event()
         self.restarts = 0  # children that died and were replaced
         self.stale_acks = 0  # acks for an earlier child's messages, dropped (redelivered)
+        self.refused = 0  # QoS 0 publications paho's full queue refused in the child
         self._child_counters: dict[str, int] = {}  # the running child's, as last reported
         self._past_counters: dict[str, int] = {}  # the sum of the children that have exited
         self._health = LinkHealth(False, None, None, 0)
@@ -213,12 +214,13 @@ class ProcessLink:
 
     @property
     def counters(self) -> dict[str, int]:
-        """`MqttLink`'s counters summed over the children, `link_restarts`, `link_stale_acks`."""
+        """`MqttLink`'s counters summed over the children, and the process boundary's own."""
         out = dict(self._past_counters)
         for key, value in self._child_counters.items():
             out[key] = out.get(key, 0) + value
         out["link_restarts"] = self.restarts
         out["link_stale_acks"] = self.stale_acks
+        out["link_refused_publications"] = self.refused
         return out
 
     @property
@@ -369,6 +371,7 @@ class ProcessLink:
                         pub.done = True
                 for ident in refused:
                     self._unconfirmed.pop(ident, None)
+                    self.refused += 1
                 if health is not None:
                     # Like MqttLink's, `last_error` is kept after a success, for context: a
                     # fresh child has none of its own, so why the last one exited stays.
@@ -385,6 +388,12 @@ class ProcessLink:
                     self._deliver(messages, generation)
         except (EOFError, OSError):
             pass
+        except Exception:  # a bad frame, a bug: replace the child rather than wedge the link
+            log.exception("读取链路进程失败 / reading the MQTT link process failed: replacing it")
+            process = self._process
+            if process is not None:
+                with contextlib.suppress(OSError):
+                    process.kill()
         finally:
             with self._cv:
                 self._channel = None
