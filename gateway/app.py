@@ -33,6 +33,7 @@ from gateway.influx.forward import InfluxOut, InfluxSettings
 from gateway.influx.live import StatusTap, forward_lagging
 from gateway.ingest.inbox import Inbox
 from gateway.ingest.mqtt import DEFAULT_MAX_PAYLOAD_BYTES, BrokerUrl, MqttLink
+from gateway.ingest.process import ProcessLink
 from gateway.ingest.render import Renderer
 from gateway.ingest.topics import Topics
 from gateway.notify.deliver import Notifier
@@ -82,6 +83,7 @@ class Gateway:
         keep_readings_days: float = 90.0,
         notify_backoff: float = NOTIFY_BACKOFF_SECONDS,
         mqtt5: bool = True,
+        link_process: bool = True,
     ) -> None:
         if secrets is None:  # first, so a bad secrets file stops the start before anything opens
             secrets = SecretsFile(secrets_path(data)).current
@@ -104,7 +106,10 @@ class Gateway:
         self.store.commit()
         self._start = dt.datetime.fromisoformat(started)
         self.inbox = Inbox(INBOX_SIZE)
-        self.link = MqttLink(
+        # paho in a process of its own runs beside the worker on the other core (the GIL would
+        # make them take turns); `link_process=False` keeps it in this process.
+        link_class = ProcessLink if link_process else MqttLink
+        self.link: ProcessLink | MqttLink = link_class(
             broker,
             client_id or f"patrol-gateway-{site.id}",
             self.topics,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from gateway.config.models import ID_RE
+# `gateway.config.models.ID_PATTERN` (a unit test keeps them equal), compiled here: importing the
+# configuration's models (pydantic, YAML) would double the MQTT link process's start-up.
+ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 @dataclass(frozen=True)
