@@ -29,8 +29,9 @@ LOOPBACK = "127.0.0.1"
 # Above the gateway's own payload limit, so an over-size message reaches the gateway and is
 # refused there with a reason (rumqttd would just drop the publisher's connection).
 MAX_PAYLOAD_BYTES = 256 * 1024
-# Unacknowledged QoS 1 messages in flight to one client, as Mosquitto's
-# `max_inflight_messages 100` in tests/support/mosquitto.py; the rest wait in its queue.
+# Unacknowledged QoS 1 messages in flight to one client; the rest wait in its queue. The demo's
+# few messages a second need less than the 1000 a busy site's broker is given
+# (deploy/mosquitto.conf).
 MAX_INFLIGHT = 100
 
 

@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_PAYLOAD_BYTES = 65_536  # contract §7, --max-payload-bytes
 OVERSIZE_HEAD_BYTES = 512  # what of an over-size payload is kept, for gateway/rejected
 READ_AHEAD_BYTES = 65_536  # what the network thread asks of the socket at once
+# QoS 1 publications in flight before the broker confirms them (MQTT 3.1.1; on MQTT 5 the
+# broker's Receive Maximum): as wide as the broker's window toward the gateway.
+OUT_WINDOW = 1000
 WRITE_AT_ONCE_BYTES = 65_536  # queued packets joined into one send, up to this size
 _PUBACK, _PUBLISH = 0x40, 0x30
 WAIT_LOG_SECONDS = 30  # how often a blocked thread says that it still waits
@@ -248,6 +251,12 @@ class _Client(paho.Client):
         self._call_socket_register_write()
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
+    def limit_inflight(self, count: int) -> None:
+        """At the CONNACK: send no more unconfirmed QoS 1 messages than the broker's Receive
+        Maximum (MQTT 5 §3.2.2.3.3). paho's `max_inflight_messages_set` refuses a change on an
+        established connection; the window only decides when the next one is sent."""
+        self._max_inflight_messages = count
+
     def loop_write(self) -> MQTTErrorCode:
         """Write what is queued; the next packet queued sends a wake-up byte again."""
         self._wake_pending = False
@@ -316,7 +325,7 @@ class MqttLink:
         on_connected: Callable[[bool], None] | None = None,
         on_output: Callable[[Message], None] | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
-        outbox_limit: int = 10_000,
+        outbox_limit: int = 0,
         mqtt5: bool = True,
     ) -> None:
         self.broker = broker
@@ -403,9 +412,13 @@ class MqttLink:
     ) -> Callable[[], bool] | None:
         """Queue a publication; returns "has the broker confirmed it?", or None if refused.
 
-        While disconnected paho keeps QoS 1 publications and sends them on reconnect. When its
-        bounded queue is full, a QoS 1 publication (a scan answer, an alert) waits for room —
-        late rather than never — and only a QoS 0 one is refused (None: the caller counts it).
+        While disconnected paho keeps QoS 1 publications and sends them on reconnect. By
+        default (`outbox_limit=0`) paho's queue has no bound, so the worker never waits for the
+        network thread: that thread may itself be waiting for room in the worker's inbox, and
+        the two would wait for each other for ever (a drain of 40,000 messages stopped dead
+        with a bound of 10,000). The answers keep pace with the messages through a window as
+        wide as the broker's (`OUT_WINDOW`). With a bound, a QoS 1 publication waits for room
+        (late rather than never) and only a QoS 0 one is refused (None: the caller counts it).
         None for QoS 1 only once the link is stopping.
         """
         waited = 0
@@ -456,8 +469,10 @@ class MqttLink:
         )
         client.manual_ack_set(True)
         client.max_queued_messages_set(self.outbox_limit)
-        # Scan answers go out in bursts; paho's default window of 20 unconfirmed makes them wait.
-        client.max_inflight_messages_set(100)
+        # Scan answers go out as fast as messages come in: a window narrower than the broker's
+        # toward the gateway (deploy/mosquitto.conf: 1000) makes them fall behind in a burst.
+        # On MQTT 5 the broker's Receive Maximum replaces it at the CONNACK.
+        client.max_inflight_messages_set(OUT_WINDOW)
         client.reconnect_delay_set(1, 1)  # set after every failure (retry_delay)
         client.will_set(self.status_topic, b"offline", qos=1, retain=True)
         if self.broker.username:
@@ -557,7 +572,9 @@ class MqttLink:
 
     # -- paho callbacks (network thread: never block long, never raise) ----------------------
 
-    def _on_connect(self, client: paho.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
+    def _on_connect(
+        self, client: paho.Client, _u: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
         self._connack = True
         if reason.is_failure:
             if reason.value == UNSUPPORTED_PROTOCOL and self.mqtt5:
@@ -572,6 +589,9 @@ class MqttLink:
                 return
             self._attempt_failed(f"the broker refused the connection: {reason}")
             return
+        receive_maximum = getattr(props, "ReceiveMaximum", None)
+        if isinstance(receive_maximum, int) and receive_maximum > 0 and isinstance(client, _Client):
+            client.limit_inflight(min(receive_maximum, OUT_WINDOW))  # no more than it takes
         if self.mqtt5:
             # No local: the broker does not send the gateway its own scan answers and alerts.
             # Retain as published: a retained scan is seen as retained, and refused, at once.

@@ -135,7 +135,7 @@ class ProcessLink:
         on_connected: Callable[[bool], None] | None = None,
         on_output: Callable[[Message], None] | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
-        outbox_limit: int = 10_000,
+        outbox_limit: int = 0,
         mqtt5: bool = True,
     ) -> None:
         self.topics = topics

@@ -30,9 +30,10 @@ HOST = "127.0.0.1"
 # * `max_queued_messages 0`: the default 1000 silently drops QoS 1/2 messages for an offline or
 #   slow persistent client; in 2.0 zero means "no maximum" (as does the default
 #   `max_queued_bytes 0`), so a loss in a test is the gateway's, never the broker's.
-# * `max_inflight_messages 100`: the broker-to-client window of unacknowledged QoS 1/2 messages
-#   (default 20). A subscriber that acknowledges only after its store has a message needs a wider
-#   window to reach useful throughput; it stays bounded so a stalled client holds at most 100,
+# * `max_inflight_messages 1000`, as deploy/mosquitto.conf recommends: the broker-to-client
+#   window of unacknowledged QoS 1/2 messages (default 20). A subscriber that acknowledges only
+#   after its store has a message needs a window of two of its batches to take in the next
+#   while it commits one; it stays bounded so a stalled client holds at most 1000,
 #   the rest wait in the queue above. More than 1 means redeliveries after a reconnect may come
 #   out of order, which consumers must (and the contract's `seq` lets them) handle anyway.
 # * `log_dest stderr`: stdout is block-buffered when it is not a terminal, so a crash would lose
@@ -48,7 +49,7 @@ persistence_location {folder}
 persistence_file mosquitto.db
 max_queued_messages 0
 max_queued_bytes 0
-max_inflight_messages 100
+max_inflight_messages 1000
 log_dest stderr
 log_type error
 log_type warning
