@@ -40,7 +40,7 @@ persistence true
 persistence_location /mosquitto/data/
 autosave_on_changes true
 autosave_interval 1
-max_inflight_messages 100
+max_inflight_messages 1000
 max_queued_messages 1000000
 max_queued_bytes 268435456
 message_size_limit 65536
