@@ -39,6 +39,7 @@ class Roster:
         self.site = site
         self.swaps: list[Swap] = sorted(file_swaps(site) + list(swaps or []))
         self._by_day = _by_day(self.swaps)
+        self._rostered: dict[dt.date, tuple[str | None]] = {}  # the weekly roster, per day
 
     def add(self, swap: Swap) -> None:
         """Register one more swap (from the command line or the API)."""
@@ -59,6 +60,13 @@ class Roster:
 
     def manager(self, day: dt.date, at: dt.datetime) -> str | None:
         """The duty manager of `day` as known at instant `at`."""
+        if day not in self._by_day:  # no swap that day (most days): the roster's person
+            known = self._rostered.get(day)
+            if known is None:
+                if len(self._rostered) > 64:
+                    self._rostered.clear()
+                known = self._rostered[day] = (self.rostered(day),)
+            return known[0]
         swap = self.swap_in_effect(day, at)
         return swap.manager if swap is not None else self.rostered(day)
 

@@ -212,6 +212,27 @@ def test_full_outgoing_queue_makes_answers_wait_not_vanish(fresh_mosquitto: Mosq
     assert sorted(m.json()["seq"] for m in got) == list(range(30))
 
 
+def test_answers_beyond_the_window_wait_their_turn_and_all_go_out(
+    fresh_mosquitto: Mosquitto,
+) -> None:
+    """Prevents answers stuck in paho's queue: the link skips paho's walk over the messages in
+    flight when none is queued (`_Client._update_inflight`); with a window of 3 and 200
+    answers most are queued, and every one must still go out, in order, and be confirmed."""
+    with (
+        link_to(fresh_mosquitto.url, "link-window") as link,
+        MqttClient(fresh_mosquitto.url, client_id="reader-window") as reader,
+    ):
+        reader.connect()
+        reader.subscribe(f"{TOPICS.base}/reader/+/ack")
+        link._client.limit_inflight(3)
+        confirmed = [
+            link.publish(TOPICS.ack("fd-1"), f'{{"seq": {i}}}'.encode()) for i in range(200)
+        ]
+        got = reader.wait_for(lambda m: m.topic == TOPICS.ack("fd-1"), count=200, timeout=20)
+        wait_until(lambda: all(c is not None and c() for c in confirmed), what="200 PUBACKs")
+    assert [m.json()["seq"] for m in got] == list(range(200))
+
+
 def test_unreachable_broker_is_reported_at_once_and_retried(
     fresh_mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
 ) -> None:
