@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 IDLE_SECONDS = 1.0
+PROBE_ROWS = 10  # rows a retry sends while the outside system fails (then a whole batch again)
 
 
 class DeliveryFailed(Exception):
@@ -89,7 +90,11 @@ class Forwarder(threading.Thread):
         try:
             while not self._stopping.is_set():
                 self.housekeeping(store)
-                rows = self.fetch(store, self.position, self.batch_size)
+                # While the outside system fails, each retry is a small probe: rendering a whole
+                # batch (5,000 InfluxDB lines) for a connection that is refused held the GIL
+                # for tens of milliseconds at every retry, and the scan answers waited.
+                limit = PROBE_ROWS if self._failing else self.batch_size
+                rows = self.fetch(store, self.position, limit)
                 store.commit()  # end the read transaction: the next fetch sees new commits
                 if not rows:
                     self._wake.wait(IDLE_SECONDS)
