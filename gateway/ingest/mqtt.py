@@ -449,7 +449,10 @@ class MqttLink:
             client = self._client
         if self.connected.is_set():
             info = client.publish(self.status_topic, b"offline", qos=1, retain=True)
-            info.wait_for_publish(timeout=5)
+            try:
+                info.wait_for_publish(timeout=5)
+            except (ValueError, RuntimeError) as exc:  # not queued (a full bounded queue)
+                log.warning("未能发布离线状态 / could not say offline: %s", exc)
         client.disconnect()
         client.loop_stop()
 
