@@ -118,8 +118,9 @@ CHECK_SECONDS = 1.0  # how soon a changed secrets file is read again
 
 
 class SecretsFile:
-    """The secrets file, read again when it changes (`qr` adds a person's secret while the
-    gateway runs); a file that turns bad keeps the last good secrets and says so once."""
+    """The secrets file, read again within `every` seconds of a change (`qr` adds a person's
+    secret while the gateway runs); a file that turns bad keeps the last good secrets and says
+    so once."""
 
     def __init__(
         self,
