@@ -5,7 +5,7 @@ its in-flight window at a time. The gateway answers each scan with a QoS 1 messa
 paho's outgoing queue had a bound (10,000): in a drain of 40,000 messages the answers fell
 behind the input, the queue filled, the worker waited in `publish` for room, the network
 thread waited for room in the worker's inbox, and neither ever moved again (the gateway
-stored about 20,000 and stopped, with the process up: "inbox full for 30 s").
+stored part of the backlog and stopped, with the process up: "inbox full for 30 s").
 """
 
 from __future__ import annotations
