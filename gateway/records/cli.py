@@ -16,7 +16,7 @@ import typer
 
 from gateway.cli_ops import DataOpt, fail, open_reader
 from gateway.config import ConfigError, load_site
-from gateway.records import csvout, html, sections, weekly, worklog
+from gateway.records import files, weekly, worklog
 from gateway.records.source import Source
 
 report_app = typer.Typer(
@@ -96,19 +96,10 @@ def weekly_command(
             pack = weekly.build(source, name)
         except weekly.BadWeek as exc:
             raise fail(str(exc)) from None
-        site = source.site
-        if format is Format.html:
-            _write(html.weekly_page(pack, site), out)
-        elif format is Format.csv:
-            title = sections.weekly_title(pack, site)
-            _write(csvout.render(title, sections.weekly_sections(pack, site)), out)
-        else:
-            from gateway.records.pdf import FontMissing, weekly_pdf
-
-            try:
-                _write(weekly_pdf(pack, site, now), out)
-            except FontMissing as exc:
-                raise fail(str(exc)) from None
+        try:
+            _write(files.weekly_file(pack, source.site, format, now), out)
+        except files.FontMissing as exc:
+            raise fail(str(exc)) from None
     finally:
         db.close()
 
@@ -136,17 +127,9 @@ def worklog_command(
         except ValueError:
             raise fail(f"日期应写作 / write the date as 2026-11-27, not {date!r}") from None
         log = worklog.build(source, day)
-        if format is Format.html:
-            _write(html.worklog_page(log, site), out)
-        elif format is Format.csv:
-            title = sections.worklog_title(log, site)
-            _write(csvout.render(title, sections.worklog_sections(log, site)), out)
-        else:
-            from gateway.records.pdf import FontMissing, worklog_pdf
-
-            try:
-                _write(worklog_pdf(log, site, now), out)
-            except FontMissing as exc:
-                raise fail(str(exc)) from None
+        try:
+            _write(files.worklog_file(log, site, format, now), out)
+        except files.FontMissing as exc:
+            raise fail(str(exc)) from None
     finally:
         db.close()

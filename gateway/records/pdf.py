@@ -14,6 +14,7 @@ import pathlib
 from gateway.config.site import Site
 from gateway.extras import requires_extra
 from gateway.records import chart
+from gateway.records.files import FontMissing
 from gateway.records.sections import (
     Section,
     weekly_sections,
@@ -34,10 +35,6 @@ FONT_PATHS = (
     pathlib.Path("/usr/share/fonts/google-noto-cjk/NotoSansCJK-Regular.ttc"),
 )
 FAMILY = "noto-cjk"
-
-
-class FontMissing(RuntimeError):
-    """No CJK font to embed: the PDF would show empty boxes for every Chinese character."""
 
 
 @functools.cache

@@ -7,6 +7,9 @@ import datetime as dt
 import hashlib
 from typing import Any
 
+import pytest
+
+from gateway.records import files
 from tests.unit.test_api import Desked, desk  # noqa: F401  (the fixture)
 
 
@@ -108,6 +111,25 @@ def test_weekly_pack_files(desk: Desked) -> None:  # noqa: F811
     csv = desk.as_("li-na", "GET", "/api/v1/reports/weekly?week=2026-W48&format=csv")
     assert "ZJWY/KF/BG-024" in csv.text
     assert desk.as_("li-na", "GET", "/api/v1/reports/weekly?week=2026-W60").status_code == 422
+
+
+def test_a_pdf_without_its_font_is_501_saying_so(
+    desk: Desked,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without the CJK font every Chinese character would be an empty box: the API says what
+    is missing (501) instead of serving that PDF or failing with a 500; the other files
+    still come."""
+    from gateway.records import pdf
+
+    def no_font() -> tuple[object, int]:
+        raise files.FontMissing("找不到中文字体 / no CJK font: install fonts-noto-cjk")
+
+    monkeypatch.setattr(pdf, "find_font", no_font)
+    answer = desk.as_("li-na", "GET", "/api/v1/reports/weekly?week=2026-W48&format=pdf")
+    assert answer.status_code == 501 and "fonts-noto-cjk" in answer.text
+    html = desk.as_("li-na", "GET", "/api/v1/reports/weekly?week=2026-W48&format=html")
+    assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
 
 
 # A 1×1 PNG.

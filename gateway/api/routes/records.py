@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import pathlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
@@ -34,7 +34,7 @@ from gateway.api.models import CommandPublic
 from gateway.commands import PHOTO, Command
 from gateway.config.models import Role
 from gateway.config.site import Site
-from gateway.records import csvout, html, ledger, sections, weekly, worklog
+from gateway.records import files, ledger, sections, weekly, worklog
 from gateway.records.chart import svg
 from gateway.records.source import Source
 from gateway.timeutil import iso
@@ -169,34 +169,27 @@ def _sections(items: list[sections.Section]) -> list[SectionPublic]:
     ]
 
 
-def _pdf() -> Any:
-    """The PDF renderer, or 501 saying what to install (the `reports` extra, the CJK font)."""
+def _render(make: Callable[[], str | bytes]) -> str | bytes:
+    """A report file, or 501 saying what to install for a PDF (the `reports` extra, the CJK
+    font)."""
     try:
-        from gateway.records import pdf
-
-        pdf.find_font()
+        return make()
     except SystemExit as exc:  # requires_extra: fpdf2 is not installed
         raise HTTPException(status.HTTP_501_NOT_IMPLEMENTED, str(exc)) from None
-    except RuntimeError as exc:  # FontMissing
+    except files.FontMissing as exc:
         raise HTTPException(status.HTTP_501_NOT_IMPLEMENTED, str(exc)) from None
-    return pdf
 
 
-def _file(body: str | bytes, media: str, name: str) -> Response:
+def _file(body: str | bytes, format: str, name: str) -> Response:
     return Response(
         body,
-        media_type=media,
-        headers={"Content-Disposition": f'inline; filename="{name}"'},
+        media_type=files.MEDIA[format],
+        headers={"Content-Disposition": f'inline; filename="{name}.{format}"'},
     )
 
 
-_FILES = {
-    "html": "text/html; charset=utf-8",
-    "csv": "text/csv; charset=utf-8",
-    "pdf": "application/pdf",
-}
 _FORMAT_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {m: {} for m in _FILES.values()}, "description": "JSON, or the file"},
+    200: {"content": {m: {} for m in files.MEDIA.values()}, "description": "JSON, or the file"},
     **errors(401, 501),
 }
 
@@ -212,16 +205,11 @@ def work_log(
     """The work log of duty day `date` (值班经理工作日志): generated and written entries."""
     with _source(desk, site) as source:
         log = worklog.build(source, date, desk.clock())
-    title = sections.worklog_title(log, site)
+    if format != "json":
+        body = _render(lambda: files.worklog_file(log, site, format, desk.clock()))
+        return _file(body, format, f"worklog-{date}")
     parts = sections.worklog_sections(log, site)
-    name = f"worklog-{date}"
-    if format == "html":
-        return _file(html.worklog_page(log, site), _FILES["html"], f"{name}.html")
-    if format == "csv":
-        return _file(csvout.render(title, parts), _FILES["csv"], f"{name}.csv")
-    if format == "pdf":
-        return _file(_pdf().worklog_pdf(log, site, desk.clock()), _FILES["pdf"], f"{name}.pdf")
-    return ReportPublic(title=title, sections=_sections(parts))
+    return ReportPublic(title=sections.worklog_title(log, site), sections=_sections(parts))
 
 
 @router.post(
@@ -260,14 +248,10 @@ def weekly_pack(
             pack = weekly.build(source, name, now)
     except weekly.BadWeek as exc:
         field_error("query", "week", str(exc))
-    title = sections.weekly_title(pack, site)
-    parts = sections.weekly_sections(pack, site)
-    if format == "html":
-        return _file(html.weekly_page(pack, site), _FILES["html"], f"weekly-{name}.html")
-    if format == "csv":
-        return _file(csvout.render(title, parts), _FILES["csv"], f"weekly-{name}.csv")
-    if format == "pdf":
-        return _file(_pdf().weekly_pdf(pack, site, now), _FILES["pdf"], f"weekly-{name}.pdf")
+    if format != "json":
+        body = _render(lambda: files.weekly_file(pack, site, format, now))
+        return _file(body, format, f"weekly-{name}")
+    title, parts = sections.weekly_title(pack, site), sections.weekly_sections(pack, site)
     return ReportPublic(title=title, sections=_sections(parts), chart=svg(pack))
 
 
