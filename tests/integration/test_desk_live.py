@@ -19,6 +19,7 @@ from gateway.api.server import HttpServer, serve_gateway
 from gateway.api.tokens import issue_token
 from gateway.app import Gateway
 from gateway.roster import Roster
+from tests.support.demo import demo_page
 from tests.support.gateway import (
     REPO_ROOT,
     GatewayProcess,
@@ -204,31 +205,9 @@ def test_run_serves_the_page_on_http(mosquitto: Mosquitto, tmp_path: pathlib.Pat
 def test_the_demo_prints_a_login_link_for_the_duty_manager(tmp_path: pathlib.Path) -> None:
     """`make run` must show the product in a browser: the demo serves the page and prints its
     address with a token for the day's duty manager, which the API accepts as that person."""
-    options = ["--port", "0", "--http", "127.0.0.1:0", "--speed", "30", "--seconds", "8"]
-    demo = subprocess.Popen(
-        [*gateway_command(), "demo", *options, "--data", str(tmp_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        encoding="utf-8",
-    )
-    try:
-        assert demo.stdout is not None
-        seen = ""
-        for line in demo.stdout:
-            seen += line
-            if "logs in as" in line:
-                break
-        found = re.search(r"(http://127\.0\.0\.1:\d+)/#token=(\S+)", seen)
-        named = re.search(r"值班经理 (\S+)（([a-z-]+)）", seen)
-        assert found and named, seen
-        request = urllib.request.Request(
-            f"{found[1]}/api/v1/me", headers={"Authorization": f"Bearer {found[2]}"}
-        )
-        with urllib.request.urlopen(request, timeout=5) as answer:
-            me = json.loads(answer.read())
+    with demo_page(tmp_path, speed=30) as page:
+        named = re.search(r"值班经理 (\S+)（([a-z-]+)）", page.printed)
+        assert named, page.printed
+        me = page.get("/me")
         assert (me["person"], me["name"]) == (named[2], named[1])
         assert me["roles"] == ["duty_manager"]
-    finally:
-        rest, _ = demo.communicate(timeout=60)  # drains and closes the pipe
-    assert demo.returncode == 0, seen + rest

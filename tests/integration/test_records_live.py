@@ -7,11 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import pathlib
-import re
-import subprocess
 import time
-import urllib.request
-from typing import Any
 
 import pytest
 
@@ -24,7 +20,7 @@ from tests.integration.test_desk_live import (
     _duty_manager,
     desk,  # noqa: F401  (the fixture)
 )
-from tests.support.gateway import gateway_command
+from tests.support.demo import demo_page
 from tests.unit.test_api_records import PNG
 
 pytestmark = pytest.mark.integration
@@ -137,31 +133,8 @@ def test_the_demo_serves_the_simulated_days_work_log_and_this_weeks_pack(
 ) -> None:
     """`make run`: the page's work log is of the simulated duty day (the demo's clock, not the
     wall clock) with its duty manager and sign-offs, and the pack is of that day's week."""
-    options = ["--port", "0", "--http", "127.0.0.1:0", "--speed", "60", "--seconds", "8"]
-    demo = subprocess.Popen(
-        [*gateway_command(), "demo", *options, "--data", str(tmp_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        encoding="utf-8",
-    )
-    try:
-        assert demo.stdout is not None
-        seen = ""
-        for line in demo.stdout:
-            seen += line
-            if "logs in as" in line:
-                break
-        found = re.search(r"(http://127\.0\.0\.1:\d+)/#token=(\S+)", seen)
-        assert found, seen
-
-        def get(path: str) -> Any:
-            request = urllib.request.Request(
-                f"{found[1]}/api/v1{path}", headers={"Authorization": f"Bearer {found[2]}"}
-            )
-            with urllib.request.urlopen(request, timeout=10) as answer:
-                return json.loads(answer.read())
-
+    with demo_page(tmp_path, speed=60) as page:
+        get = page.get
         deadline = time.monotonic() + 20
         while True:  # the simulated duty manager's first sign-off after the day starts
             patrol = get("/status")["patrol"]
@@ -186,6 +159,3 @@ def test_the_demo_serves_the_simulated_days_work_log_and_this_weeks_pack(
         assert any(f"pack {w}（" in pack["title"] for w in (before, after)), pack["title"]
         days = next(s for s in pack["sections"] if s["key"] == "days")
         assert len(days["rows"]) == 7 and pack["chart"].count("<rect") == 7
-    finally:
-        rest, _ = demo.communicate(timeout=60)
-    assert demo.returncode == 0, seen + rest
