@@ -6,6 +6,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from gateway.frozen import quick_init
+
 if TYPE_CHECKING:
     from gateway.trust.proof import Proof
 
@@ -19,6 +21,7 @@ IMPOSSIBLE_TRAVEL = "impossible_travel"
 SEQ_RESET = "seq_reset"
 
 
+@quick_init
 @dataclass(frozen=True)
 class Message:
     """One MQTT message as received: plain, immutable, no paho types."""
@@ -34,6 +37,7 @@ class Message:
     oversize: int = 0
 
 
+@quick_init
 @dataclass(frozen=True)
 class Scan:
     """A credential presented at a fixed reader (contract §3)."""
@@ -63,6 +67,7 @@ class Scan:
         return copy
 
 
+@quick_init
 @dataclass(frozen=True)
 class Reading:
     """One or more metric values of one equipment at one instant (contract §3)."""
@@ -76,6 +81,7 @@ class Reading:
     sent_ts: dt.datetime | None = None
 
 
+@quick_init
 @dataclass(frozen=True)
 class DeviceStatus:
     """A reader's or equipment's retained online/offline state."""
@@ -133,6 +139,7 @@ Event = (
 )
 
 
+@quick_init
 @dataclass(frozen=True)
 class Rejection:
     """Why a message (or part of one) was refused; `code` is what gets counted."""
@@ -143,6 +150,7 @@ class Rejection:
     payload: bytes = b""
 
 
+@quick_init
 @dataclass(frozen=True)
 class Decoded:
     """The outcome of decoding one message: an event, refusals, or both (a partial reading)."""

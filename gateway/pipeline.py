@@ -29,6 +29,7 @@ from gateway.events import (
     Scan,
     SwapRegistered,
 )
+from gateway.frozen import quick_init
 from gateway.ingest.decode import (
     MAX_PAYLOAD_BYTES,
     MAX_REASON_CHARS,
@@ -74,6 +75,7 @@ __all__ = [
 RESTORE_DAYS = 2
 
 
+@quick_init
 @dataclass(frozen=True)
 class Answer:
     """The answer to one scan (contract §3), for the reader to beep green or red."""
@@ -86,6 +88,7 @@ class Answer:
     flags: tuple[str, ...]
 
 
+@quick_init
 @dataclass(frozen=True)
 class Refusal:
     """A message (or part of one) refused, with the reason a person reads (§2)."""
@@ -231,45 +234,50 @@ class Pipeline(CommandSteps):
 
         `parsed`: its payload already read (replay), `msg.payload` then left empty.
         """
-        self.counters["received"] += 1
+        counters = self.counters
+        counters["received"] += 1
         decoded = None if parsed is None else self.decoder.decode_parsed(msg, parsed)
         if decoded is None:
             if parsed is not None:
                 msg = dataclasses.replace(msg, payload=parsed.payload)
             decoded = self.decoder.decode(msg)
-        out = Outcome(refusals=[self.refuse(r, msg.received_at) for r in decoded.rejections])
+        at = msg.received_at
+        refusals = [self.refuse(r, at) for r in decoded.rejections] if decoded.rejections else []
+        answers: list[Answer] = []
+        transitions: list[Transition] = []
         event = decoded.event
-        if isinstance(event, Scan):
-            stored = self.store.stored_scan(event)
-            if isinstance(stored, tuple):
-                # A redelivery: answer as the first time, count it, keep it from the rules.
-                self.counters["duplicates"] += 1
-                if self.answers:
-                    out.answers.append(self._answer(dataclasses.replace(event, flags=stored)))
-            else:
-                if stored is True:  # the reader's counter started again (§3)
-                    event = dataclasses.replace(event, flags=(*event.flags, SEQ_RESET))
-                verdict = self.verifier.check(event)
-                out.transitions = self._scan(verdict.scan, msg.received_at)
-                if self.answers:
-                    out.answers.append(self._answer(self._last_scan, verdict.reason))
-        elif isinstance(event, Reading):
+        if isinstance(event, Reading):  # the commonest first
             stored_reading = self.store.stored_reading(event)
             if stored_reading is True:
-                self.counters["duplicates"] += 1
+                counters["duplicates"] += 1
             else:
                 if stored_reading is False:
                     event = dataclasses.replace(event, flags=(*event.flags, SEQ_RESET))
-                    self.counters[f"flag_{SEQ_RESET}"] += 1
+                    counters[f"flag_{SEQ_RESET}"] += 1
                 self.store.add_reading(event)
-                out.transitions = self.engine.process(event, msg.received_at, self.grace)
+                transitions = self.engine.process(event, at, self.grace)
+        elif isinstance(event, Scan):
+            stored = self.store.stored_scan(event)
+            if isinstance(stored, tuple):
+                # A redelivery: answer as the first time, count it, keep it from the rules.
+                counters["duplicates"] += 1
+                if self.answers:
+                    answers.append(self._answer(event.with_flags(stored)))
+            else:
+                if stored is True:  # the reader's counter started again (§3)
+                    event = event.with_flags((*event.flags, SEQ_RESET))
+                verdict = self.verifier.check(event)
+                transitions = self._scan(verdict.scan, at)
+                if self.answers:
+                    answers.append(self._answer(self._last_scan, verdict.reason))
         elif isinstance(event, DeviceStatus):
             self.store.add_status(event)
-            out.transitions = self.engine.process(event, msg.received_at, self.grace)
+            transitions = self.engine.process(event, at, self.grace)
         if event is not None:
-            self.counters[_KIND[type(event)]] += 1
-        self.record(out.transitions)
-        return out
+            counters[_KIND[type(event)]] += 1
+        if transitions or self.escalation.decided:  # most messages change nothing
+            self.record(transitions)
+        return Outcome(answers, refusals, transitions)
 
     def _scan(self, scan: Scan, at: dt.datetime) -> list[Transition]:
         counts = EXCLUDING.isdisjoint(scan.flags)  # backdated, bad_signature: no rule (§5)

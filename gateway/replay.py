@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -13,12 +12,14 @@ from typing import Any, TextIO
 
 import orjson
 
+from gateway import gctune
 from gateway.alerts.book import Transition, change_word
 from gateway.commands import Command, CommandError
 from gateway.commands import parse as parse_command
 from gateway.config.site import Site
 from gateway.events import Message
-from gateway.ingest.decode import SIZE_BOUND_PER_CHAR, read_instant
+from gateway.frozen import quick_init
+from gateway.ingest.decode import SIZE_BOUND_PER_CHAR, long_number, read_instant
 from gateway.ingest.topics import Topics
 from gateway.notify.channels import mask
 from gateway.notify.policy import Notice
@@ -34,6 +35,7 @@ class ReplayError(Exception):
     """The events file cannot be read at all; says what is wrong."""
 
 
+@quick_init
 @dataclass(frozen=True)
 class Recorded:
     """One line of an events file: a message, or a command (`command` set, `topic` empty).
@@ -59,12 +61,11 @@ class Recorded:
 
 # orjson reads integers beyond 64 bits as floats where `json` keeps them exact, and refuses what
 # `json` takes (NaN, a lone surrogate): such a line takes the standard library's way.
-_LONG_NUMBER = re.compile(r"[0-9]{19}")
 
 
 def _read_line(raw: str) -> tuple[Any, bool]:
     """The line's JSON value, and whether orjson read it (its payload may then go on parsed)."""
-    if not _LONG_NUMBER.search(raw):
+    if not long_number(raw.encode("utf-8", "surrogatepass")):
         try:
             return orjson.loads(raw), True
         except orjson.JSONDecodeError:
@@ -88,7 +89,7 @@ def read_events(lines: Iterable[str], tz: dt.tzinfo) -> Iterator[Recorded | Skip
     `received_at` are `Skipped` with the reason; blank lines are ignored.
     """
     for number, raw in enumerate(lines, 1):
-        if not raw.strip():
+        if not raw or raw.isspace():
             continue
         try:
             record, fast = _read_line(raw)
@@ -195,67 +196,91 @@ def replay_decisions(
     notes: list[ReplayNote] | None = None,
 ) -> Iterator[Transition | Notice]:
     """`replay`, with the notifications decided (§9) among the transitions, in time order."""
-    own_store = store is None
     db = store or MemoryStore()  # §7: stores nothing unless asked
-    pipeline: Pipeline | None = None
-    clock: dt.datetime | None = None
-    waiting: list[Recorded] = []  # messages before the first that tells the time
     counts = stats if stats is not None else Counter()
     said = notes if notes is not None else []
     try:
-        for n, rec in enumerate(events, 1):
-            if isinstance(rec, Skipped):
-                counts["skipped_lines"] += 1
-                said.append(ReplayNote(rec.line, rec.reason))
-                continue
-            if until is not None and rec.received_at is not None and rec.received_at > until:
-                break  # §7: lines received after --until are not read
-            if rec.received_at is None and clock is None:
+        with gctune.long_run():
+            yield from _run(site, events, root, until, db, counts, said)
+    finally:
+        if store is None:
+            db.close()
+
+
+def _run(
+    site: Site,
+    events: Iterable[Recorded | Skipped],
+    root: str,
+    until: dt.datetime | None,
+    db: SqliteStore,
+    counts: Counter[str],
+    said: list[ReplayNote],
+) -> Iterator[Transition | Notice]:
+    pipeline: Pipeline | None = None
+    clock: dt.datetime | None = None
+    waiting: list[Recorded] = []  # messages before the first that tells the time
+    for n, rec in enumerate(events, 1):
+        if type(rec) is Skipped:
+            counts["skipped_lines"] += 1
+            said.append(ReplayNote(rec.line, rec.reason))
+            continue
+        assert isinstance(rec, Recorded)
+        received = rec.received_at
+        if received is None:
+            if clock is None:
                 waiting.append(rec)
                 continue
-            received = rec.received_at or clock
-            assert received is not None
-            # A line received before the clock is handled at the clock's present (§7).
-            clock = received if clock is None else max(clock, received)
-            if pipeline is None:
-                # round.missed and equipment.stale count from the first message (§5 rule 6).
-                pipeline = Pipeline(site, Topics(root, site.id), db, start=clock)
-                pipeline.answers = False  # nobody to answer
-            for early in [*waiting, rec]:
-                if early.command is not None:
-                    outcome = pipeline.command(early.command, clock)
-                    done = [*outcome.before, *outcome.transitions]
-                    yield from _in_order(done, pipeline.take_notices())
-                    if not outcome.ok:
-                        said.append(ReplayNote(early.line, outcome.message))
-                    continue
-                if early.body is not None:
-                    msg = Message(early.topic, b"", clock, qos=1)
-                    handled = pipeline.handle(msg, early)
-                else:
-                    handled = pipeline.handle(Message(early.topic, early.payload, clock, qos=1))
-                if handled.transitions or pipeline.decided:  # most messages change nothing
-                    yield from _in_order(handled.transitions, pipeline.take_notices())
-            waiting.clear()
-            if n % COMMIT_EVERY == 0:
-                if pipeline is not None:
-                    pipeline.before_commit()
-                db.commit()
+        elif until is not None and received > until:
+            break  # §7: lines received after --until are not read
+        elif clock is None or received > clock:
+            clock = received  # a line received before the clock is handled at its present (§7)
+        assert clock is not None
+        if pipeline is None:
+            # round.missed and equipment.stale count from the first message (§5 rule 6).
+            pipeline = Pipeline(site, Topics(root, site.id), db, start=clock)
+            pipeline.answers = False  # nobody to answer
         if waiting:
-            raise ReplayError(
-                f"no message tells the time (received_at or a payload ts): cannot place "
-                f"line {waiting[0].line} and the {len(waiting) - 1} after it"
-            )
-        if pipeline is not None:
-            end = until if until is not None else clock
-            if end is not None:
-                yield from _in_order(pipeline.tick(end).transitions, pipeline.take_notices())
-            counts.update(pipeline.counters)
+            for early in waiting:
+                yield from _step(pipeline, early, clock, said)
+            waiting.clear()
+        if rec.command is not None:
+            yield from _step(pipeline, rec, clock, said)
+        else:
+            if rec.body is not None:
+                handled = pipeline.handle(Message(rec.topic, b"", clock, 1), rec)
+            else:
+                handled = pipeline.handle(Message(rec.topic, rec.payload, clock, 1))
+            if handled.transitions or pipeline.decided:  # most messages change nothing
+                yield from _in_order(handled.transitions, pipeline.take_notices())
+        if n % COMMIT_EVERY == 0:
             pipeline.before_commit()
-        db.commit()
-    finally:
-        if own_store:
-            db.close()
+            db.commit()
+    if waiting:
+        raise ReplayError(
+            f"no message tells the time (received_at or a payload ts): cannot place "
+            f"line {waiting[0].line} and the {len(waiting) - 1} after it"
+        )
+    if pipeline is not None:
+        end = until if until is not None else clock
+        if end is not None:
+            yield from _in_order(pipeline.tick(end).transitions, pipeline.take_notices())
+        counts.update(pipeline.counters)
+        pipeline.before_commit()
+    db.commit()
+
+
+def _step(
+    pipeline: Pipeline, rec: Recorded, clock: dt.datetime, said: list[ReplayNote]
+) -> Iterator[Transition | Notice]:
+    """One line at the clock's present: a command, or a message (the hot path inlines this)."""
+    if rec.command is None:
+        handled = pipeline.handle(Message(rec.topic, rec.payload, clock, 1))
+        yield from _in_order(handled.transitions, pipeline.take_notices())
+        return
+    outcome = pipeline.command(rec.command, clock)
+    yield from _in_order([*outcome.before, *outcome.transitions], pipeline.take_notices())
+    if not outcome.ok:
+        said.append(ReplayNote(rec.line, outcome.message))
 
 
 def write_transition(out: TextIO, transition: Transition, tz: dt.tzinfo) -> None:

@@ -32,6 +32,18 @@ def parse_instant(value: object, tz: dt.tzinfo) -> dt.datetime:
 
 
 def _read_instant(value: object, tz: dt.tzinfo) -> dt.datetime:
+    if type(value) is str:
+        try:  # the common case: ISO text as devices send it, read at once
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            pass  # spaces around it, a lowercase z, or not a time: the long way says which
+        else:
+            try:
+                if parsed.tzinfo is None:
+                    parsed = parsed.replace(tzinfo=tz)
+                return parsed.astimezone(UTC)
+            except (OverflowError, ValueError) as exc:  # year 1 or 9999 with an offset
+                raise BadTime(f"{value[:40]!r} is out of range") from exc
     if isinstance(value, bool):
         raise BadTime("a time must be ISO 8601 text or epoch seconds, not true/false")
     if isinstance(value, int | float):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import re
 import urllib.parse
@@ -160,10 +161,15 @@ def _credential(text: str) -> str:
     return text
 
 
+_UID_SEPARATORS = re.compile(r"[:\-\s]")
+_HEX = re.compile(r"[0-9A-F]+")
+
+
+@functools.lru_cache(maxsize=4096)  # every scan asks; a site has a few thousand cards
 def normalize_uid(value: str) -> str | None:
     """Upper-case hex without separators, or None when it is not hex (contract §3)."""
-    uid = re.sub(r"[:\-\s]", "", value).upper()
-    if not uid or not re.fullmatch(r"[0-9A-F]+", uid):
+    uid = _UID_SEPARATORS.sub("", value).upper()
+    if not uid or not _HEX.fullmatch(uid):
         return None
     return uid
 

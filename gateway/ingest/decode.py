@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import logging
 import math
-import re
 from typing import Any, Protocol
 
 import orjson
@@ -254,7 +253,11 @@ class Decoder:
         refused: list[str] = []
         declared = self.site.equipment[equipment].metrics
         for name, value in values.items():
-            metric = declared.get(str(name))
+            metric = declared.get(name)
+            numeric = metric is not None and metric.expect is None
+            if numeric and type(value) is float and math.isfinite(value):
+                kept[name] = value  # the common case: a finite number for a numeric metric
+                continue
             if metric is not None and metric.expect is not None and value in (0, 1):
                 value = bool(value)  # meters often report a contact as 0/1
             problem = _metric_problem(metric, equipment, str(name), value)
@@ -307,12 +310,20 @@ def _text(msg: Message) -> str:
 
 # orjson reads integers beyond 64 bits as floats where `json` keeps them exact: a payload with a
 # run of 19 or more digits takes the standard library's path, so both read the same values.
-_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+# Digits map to "0" and the rest to " ", and the run is looked for: a quarter of the time a
+# regular expression takes, which was twice what reading the payload takes.
+_DIGITS = bytes(ord("0") if ord("0") <= b <= ord("9") else ord(" ") for b in range(256))
+_LONG_RUN = b"0" * 19
+
+
+def long_number(payload: bytes) -> bool:
+    """Whether `payload` has a run of 19 digits (a number orjson may not read exactly)."""
+    return _LONG_RUN in payload.translate(_DIGITS)
 
 
 def _json_object(msg: Message) -> dict[str, Any]:
     payload = msg.payload
-    if payload and not _LONG_NUMBER.search(payload):
+    if payload and not long_number(payload):
         # The fast path (≈5× the standard library): valid UTF-8 JSON objects, the usual case.
         # Anything it refuses goes the standard library's way, for the same refusal and reason.
         try:

@@ -66,6 +66,8 @@ class RuleSpec:
 class RuleContext:
     """What a rule may do: read the site and the book, raise and clear alerts at `now`."""
 
+    __slots__ = ("book", "now", "site", "transitions")  # one per event: made quickly
+
     def __init__(self, site: Site, book: AlertBook, now: dt.datetime) -> None:
         self.site = site
         self.book = book

@@ -18,6 +18,7 @@ from gateway.alerts.book import AlertBook
 from gateway.config.models import Role
 from gateway.config.site import Site
 from gateway.events import Event, HandoverConfirmed, Scan, SwapRegistered
+from gateway.frozen import quick_init
 from gateway.roster import Roster, Swap
 from gateway.rules.base import Clearing, RuleContext, RuleId, RuleSpec, Severity
 from gateway.timeutil import iso
@@ -47,6 +48,7 @@ class Deadline:
     swap: Swap | None = None
 
 
+@quick_init
 @dataclass(frozen=True)
 class Signed:
     """One scan by a known person, as the duty rules need it."""
@@ -79,14 +81,19 @@ class _Track:
     def add(self, scan: Signed) -> None:
         """Index one more scan (usually the latest, so appending is O(1))."""
         times, big, t = self.times, self.big, scan.time
-        i = bisect_right(times, t)
-        times.insert(i, t)
-        del big[max(i, 1) :]
-        if not big:
-            big.append(dt.timedelta(0))
-        for k in range(len(big), len(times)):
-            gap = times[k] - times[k - 1]
+        if times and t >= times[-1]:  # the latest: one more gap at the end
+            gap = t - times[-1]
+            times.append(t)
             big.append(big[-1] + gap if gap > self.max_gap else big[-1])
+        else:
+            i = bisect_right(times, t)
+            times.insert(i, t)
+            del big[max(i, 1) :]
+            if not big:
+                big.append(dt.timedelta(0))
+            for k in range(len(big), len(times)):
+                gap = times[k] - times[k - 1]
+                big.append(big[-1] + gap if gap > self.max_gap else big[-1])
         seen = self.posts.setdefault(scan.post, [])
         if seen and t < seen[-1][0]:
             self.disordered.add(scan.post)

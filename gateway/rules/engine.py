@@ -80,12 +80,22 @@ class Engine:
         time. A stamp slightly ahead of the gateway's clock is kept for the record, but what
         the message completes or clears happens when it is handled, never later.
         """
-        event = rule_time(event, at)
+        if event.time > (event.received_at if type(event) in _MESSAGES else at):  # type: ignore[union-attr]
+            event = rule_time(event, at)
         first = at - grace if grace else at
         second = event.time if event.time < at else at
-        out = self._advance(first, inclusive=False)
-        if second > first:  # otherwise nothing is left before it: the first pass fired it all
-            out += self._advance(second, inclusive=False)
+        self._refresh()
+        earliest = self._earliest
+        if earliest is None or (earliest >= first and earliest >= second):
+            # Nothing is due before the event (the common case): only the marks move.
+            last = second if second > first else first
+            if (last, False) > self.fired_through:
+                self.fired_through = (last, False)
+            out: list[Transition] = []
+        else:
+            out = self._advance(first, inclusive=False)
+            if second > first:  # otherwise nothing is left before it: the first pass fired all
+                out += self._advance(second, inclusive=False)
         if at > self.now:
             self.now = at
         ctx = RuleContext(self.site, self.book, self.now)
@@ -98,8 +108,11 @@ class Engine:
             ]
         for _, rule in takers:
             rule.on_event(ctx, event)
+        due = self._due
         for i, rule in takers:
-            self._moved(i, rule.next_deadline())
+            moved = rule.next_deadline()
+            if moved != due[i]:  # most events leave a rule's deadline where it was
+                self._moved(i, moved)
         return out + ctx.transitions if out else ctx.transitions
 
     def _moved(self, i: int, d: dt.datetime | None) -> None:

@@ -110,6 +110,14 @@ class EquipmentRules:
                 if metric.latch:
                     self.latched.setdefault(e.post, []).append((e.id, m))
         self.checked: dict[str, dt.datetime] = {}
+        # What a reading of each metric needs, looked up once: equipment → metric name →
+        # (its declaration, its state, its alert subject).
+        self._metrics: dict[str, dict[str, tuple[Metric, _MetricState, str]]] = {
+            e.id: {
+                m: (metric, self.state[(e.id, m)], f"{e.id}.{m}") for m, metric in e.metrics.items()
+            }
+            for e in site.config.equipment
+        }
         # Pending deadlines as a heap of (when, metric key or equipment id), checked against the
         # state when they reach the top (an entry the state no longer gives is dropped): the
         # next deadline costs O(log n) per reading instead of a pass over every metric.
@@ -206,11 +214,10 @@ class EquipmentRules:
                 self.last_reading[eq] = last
                 self._push_stale(eq, last)
             ctx.clear(STALE, eq)
+        metrics = self._metrics[eq]
         for name, value in reading.values.items():
-            metric = self.site.equipment[eq].metrics[name]
-            st = self.state[(eq, name)]
+            metric, st, subject = metrics[name]
             st.value = value
-            subject = f"{eq}.{name}"
             open_alert = ctx.book.get(OUT_OF_RANGE, subject)
             if metric.latch:
                 if is_back(metric, value):

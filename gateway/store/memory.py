@@ -13,7 +13,7 @@ import datetime as dt
 from typing import Any, Literal, NoReturn
 
 from gateway.events import DeviceStatus, Reading, Scan
-from gateway.store.sqlite import ReadingRow, SqliteStore, _opt, _t, same_reading
+from gateway.store.sqlite import SqliteStore, _opt, _t
 
 
 class MemoryStore(SqliteStore):
@@ -25,7 +25,9 @@ class MemoryStore(SqliteStore):
         self._scans: dict[tuple[str, int], list[tuple[str, float | None, tuple[str, ...]]]] = {}
         self._scan_count = 0
         self._sun: dict[str, list[tuple[int, float]]] = {}  # uid → (counter, time) accepted
-        self._readings: dict[tuple[str, int], list[ReadingRow]] = {}
+        # (equipment, seq) → (sent ts, time) → the values stored with them, as the store's rows
+        # grouped the way `same_reading` groups them
+        self._readings: dict[tuple[str, int], dict[tuple[float | None, float], dict[str, Any]]] = {}
 
     def stored_scan(self, scan: Scan) -> tuple[str, ...] | bool | None:
         """As `SqliteStore.stored_scan`."""
@@ -71,16 +73,24 @@ class MemoryStore(SqliteStore):
         """As `SqliteStore.stored_reading`."""
         if reading.seq is None:
             return None
-        return same_reading(self._readings.get((reading.equipment, reading.seq), []), reading)
+        groups = self._readings.get((reading.equipment, reading.seq))
+        if not groups:
+            return None
+        sent = _opt(reading.sent_ts)
+        wanted = {m: (v if isinstance(v, bool) else float(v)) for m, v in reading.values.items()}
+        return any(k[0] == sent and values == wanted for k, values in groups.items())
 
     def add_reading(self, reading: Reading) -> None:
         """Remember the values of a reading with a seq (the only ones a look-up can find)."""
         if reading.seq is None:
             return
-        sent, time = _opt(reading.sent_ts), _t(reading.time)
-        rows = self._readings.setdefault((reading.equipment, reading.seq), [])
-        for metric, value in reading.values.items():
-            rows.append((metric, float(value), isinstance(value, bool), sent, time))
+        key = (_opt(reading.sent_ts), _t(reading.time))
+        groups = self._readings.setdefault((reading.equipment, reading.seq), {})
+        values = {m: (v if isinstance(v, bool) else float(v)) for m, v in reading.values.items()}
+        if key in groups:
+            groups[key].update(values)
+        else:
+            groups[key] = values
 
     def add_status(self, status: DeviceStatus) -> None:
         """Nothing to remember: no look-up asks for statuses."""

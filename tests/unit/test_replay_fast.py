@@ -14,7 +14,7 @@ import pytest
 import gateway
 from gateway.alerts.book import Transition
 from gateway.config import Site, load_site
-from gateway.events import Message, Scan
+from gateway.events import Message, Reading, Scan
 from gateway.ingest.decode import Decoder, read_instant
 from gateway.ingest.topics import Topics
 from gateway.replay import Recorded, ReplayNote, read_events, replay_decisions
@@ -159,6 +159,48 @@ def test_twin_sun_counters_as_sqlite() -> None:
             ), (counter, minutes)
     assert twin.sun_conflict("04AA", 9, t0) == "seen"
     assert twin.sun_conflict("04BB", 1, t0) is None
+
+
+def test_twin_reading_duplicates_as_sqlite() -> None:
+    """The twin tells a redelivered reading from a restarted counter as the store's rows do:
+    same seq with the same or other sent ts, values, a reading split over two messages, an
+    integer for a float, a contact as a boolean (a twin that compared otherwise would count
+    duplicates the store does not, or miss a seq_reset)."""
+    t0 = dt.datetime(2026, 11, 27, 1, tzinfo=dt.UTC)
+    at = t0 + dt.timedelta(minutes=1)
+
+    def reading(
+        values: dict[str, float | bool], seq: int | None = 1, sent: dt.datetime | None = t0
+    ) -> Reading:
+        return Reading("tx-1", values, sent or at, at, seq, (), sent)
+
+    stored = [
+        reading({"winding_temp_c": 70.5}),
+        reading({"load_pct": 40.0}),  # the same seq and ts: one reading in two messages
+        reading({"winding_temp_c": 71.0}, seq=2, sent=None),
+        reading({"door_open": True}, seq=3),
+    ]
+    asked = [
+        reading({"winding_temp_c": 70.5}),
+        reading({"winding_temp_c": 70.5, "load_pct": 40.0}),
+        reading({"winding_temp_c": 70.5, "load_pct": 40}),
+        reading({"load_pct": 40.0}),
+        reading({"winding_temp_c": 70.0}),
+        reading({"winding_temp_c": 70.5}, sent=at),
+        reading({"winding_temp_c": 71.0}, seq=2, sent=None),
+        reading({"winding_temp_c": 71}, seq=2, sent=None),
+        reading({"door_open": True}, seq=3),
+        reading({"door_open": 1.0}, seq=3),
+        reading({"winding_temp_c": 70.5}, seq=4),
+        reading({"winding_temp_c": 70.5}, seq=None),
+    ]
+    twin, sqlite = MemoryStore(), SqliteStore(":memory:")
+    for store in (twin, sqlite):
+        for r in stored:
+            store.add_reading(r)
+    answers = [sqlite.stored_reading(r) for r in asked]
+    assert [twin.stored_reading(r) for r in asked] == answers
+    assert {True, False, None} <= set(answers)  # every kind of answer is asked for
 
 
 def test_remembered_instant_is_per_text_and_zone() -> None:

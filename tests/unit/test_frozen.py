@@ -1,0 +1,101 @@
+"""`quick_init`: the same objects as the dataclass's own constructor, only built faster."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import inspect
+from dataclasses import dataclass, field
+
+import pytest
+
+from gateway.events import Message, Scan
+from gateway.frozen import quick_init
+
+
+@dataclass(frozen=True)
+class Plain:
+    a: str
+    b: int = 3
+    c: list[int] = field(default_factory=list)
+    d: int = field(default=7, init=False)
+    e: tuple[str, ...] = field(default=(), compare=False)
+    f: int = field(default=0, kw_only=True)
+
+
+@quick_init
+@dataclass(frozen=True)
+class Quick:
+    a: str
+    b: int = 3
+    c: list[int] = field(default_factory=list)
+    d: int = field(default=7, init=False)
+    e: tuple[str, ...] = field(default=(), compare=False)
+    f: int = field(default=0, kw_only=True)
+
+
+def fields_of(obj: object) -> dict[str, object]:
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [(("x",), {}), (("x", 5), {}), (("x", 5, [1]), {"e": ("k",), "f": 9}), ((), {"a": "y"})],
+)
+def test_the_same_fields_as_the_generated_constructor(
+    args: tuple[object, ...], kwargs: dict[str, object]
+) -> None:
+    """A default, a factory, a field outside __init__ or a keyword-only one set wrongly would
+    change what a message carries."""
+    assert fields_of(Quick(*args, **kwargs)) == fields_of(Plain(*args, **kwargs))  # type: ignore[arg-type]
+
+
+def test_same_signature_and_errors() -> None:
+    """A caller's mistake (a missing or extra argument) still fails as it would."""
+    assert str(inspect.signature(Quick)) == str(inspect.signature(Plain))
+    with pytest.raises(TypeError):
+        Quick()  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        Quick("x", g=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        Quick("x", 1, [], (), 5)  # type: ignore[call-arg]  # f is keyword-only
+
+
+def test_still_frozen_equal_and_hashable() -> None:
+    """The objects stay immutable values: rules share them, the dedup compares them."""
+    one, two = Quick("x", e=("a",)), Quick("x", e=("b",))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        one.a = "y"  # type: ignore[misc]
+    assert one == two  # e is not compared
+    assert Quick("x").c is not Quick("x").c  # a new list from the factory each time
+    at = dt.datetime(2026, 11, 27, 1, tzinfo=dt.UTC)
+    assert hash(Message("t", b"p", at)) == hash(Message("t", b"p", at))
+    scan = Scan("r", "p", "04AA", "nfc", None, at, at, seq=1)
+    assert dataclasses.replace(scan, seq=2).seq == 2
+    assert scan.with_flags(("duplicate_tap",)).flags == ("duplicate_tap",)
+
+
+def test_refuses_what_it_cannot_speed_up() -> None:
+    """Applied to a class that is not a frozen dataclass with a __dict__, it would break it."""
+
+    class NotADataclass:
+        pass
+
+    @dataclass
+    class Mutable:
+        a: int
+
+    @dataclass(frozen=True, slots=True)
+    class Slotted:
+        a: int
+
+    @dataclass(frozen=True)
+    class Checked:
+        a: int
+
+        def __post_init__(self) -> None:
+            pass
+
+    for cls in (NotADataclass, Mutable, Slotted, Checked):
+        with pytest.raises(TypeError):
+            quick_init(cls)
