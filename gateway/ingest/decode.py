@@ -70,19 +70,20 @@ REASONS_ZH = {
 
 TOPICS_KEPT = 50_000  # inbound topics remembered by a decoder (a bound, far above any site)
 
-_last_instant: list[tuple[str, dt.tzinfo, dt.datetime]] = []
+# The last text read, its zone and its instant (one tuple: a reader never sees parts of two).
+_last_instant: list[tuple[str, dt.tzinfo | None, dt.datetime | None]] = [("", None, None)]
 
 
 def read_instant(value: object, tz: dt.tzinfo) -> dt.datetime:
     """`parse_instant`, remembering the last text read: replay reads a line's `ts` for its
     receive time, then the decoder reads the same text again."""
-    if type(value) is str and _last_instant:
-        text, zone, instant = _last_instant[0]
-        if text == value and zone is tz:
-            return instant
+    if type(value) is not str:
+        return parse_instant(value, tz)
+    text, zone, instant = _last_instant[0]
+    if text == value and zone is tz and instant is not None:
+        return instant
     instant = parse_instant(value, tz)
-    if type(value) is str:
-        _last_instant[:] = [(value, tz, instant)]
+    _last_instant[0] = (value, tz, instant)
     return instant
 
 

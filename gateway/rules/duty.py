@@ -264,17 +264,18 @@ class DutyRules:
 
     def on_event(self, ctx: RuleContext, event: Event) -> None:
         """Scans sign; swaps and confirmations change who is on duty and what is complete."""
-        if isinstance(event, SwapRegistered | HandoverConfirmed):
-            self._next_known = self._fixed_known = False
-        elif (
+        if isinstance(event, Scan):  # the commonest
             # Scans move only the patrol early warning, and only the duty managers' scans.
-            isinstance(event, Scan) and self.early and self.site.has_role(event.person, MANAGERS)
-        ):
-            self._next_known = False
+            if self.early and self.site.has_role(event.person, MANAGERS):
+                self._next_known = False
+            self._seed(ctx)
+            if event.person is not None:
+                self._on_scan(ctx, Signed(event.time, event.person, event.post))
+            return
+        if isinstance(event, (SwapRegistered, HandoverConfirmed)):
+            self._next_known = self._fixed_known = False
         self._seed(ctx)
-        if isinstance(event, Scan) and event.person is not None:
-            self._on_scan(ctx, Signed(event.time, event.person, event.post))
-        elif isinstance(event, SwapRegistered):
+        if isinstance(event, SwapRegistered):
             swap = Swap.live(event)
             self._swap_takes_effect(ctx, swap, register=True)
         elif isinstance(event, HandoverConfirmed):

@@ -16,6 +16,7 @@ from gateway.timeutil import iso
 
 OUT_OF_RANGE = RuleId.equipment_out_of_range
 STALE = RuleId.equipment_stale
+_OUT, _STALE = 0, 1  # the kinds of deadline (out of range first on a tie, as before)
 
 
 def is_out(metric: Metric, value: float | bool) -> bool:
@@ -118,9 +119,11 @@ class EquipmentRules:
             }
             for e in site.config.equipment
         }
-        # Pending deadlines as a heap of (when, metric key or equipment id), checked against the
-        # state when they reach the top (an entry the state no longer gives is dropped): the
-        # next deadline costs O(log n) per reading instead of a pass over every metric.
+        # Pending deadlines as a heap of (when, kind, equipment, metric), checked against the
+        # state when they reach the top: the next deadline costs O(log n), not a pass over every
+        # metric. An out-of-range entry the state no longer gives is dropped. Each equipment has
+        # at most one staleness entry, never later than its deadline: a reading moves only the
+        # time heard, and the entry moves to the new deadline when it reaches the top.
         self._for_td = {
             (e.id, m): dt.timedelta(seconds=metric.for_seconds)
             for e in site.config.equipment
@@ -130,6 +133,7 @@ class EquipmentRules:
             e.id: dt.timedelta(seconds=e.stale_after_seconds or 0) for e in site.config.equipment
         }
         self._heap: list[tuple[dt.datetime, int, str, str]] = []
+        self._stale_queued: set[str] = set()  # the equipment with a staleness entry
         for eq, last in self.last_reading.items():
             self._push_stale(eq, last)
 
@@ -152,30 +156,41 @@ class EquipmentRules:
         heap = self._heap
         while heap:
             when, kind, eq, name = heap[0]
-            if self._pending(when, kind, eq, name):
+            if kind == _OUT:
+                if self._out_pending(when, eq, name):
+                    return when
+                heapq.heappop(heap)
+                continue
+            last = self.last_reading[eq]
+            if self.stale_fired.get(eq) == last:  # fired for this silence: none until heard
+                heapq.heappop(heap)
+                self._stale_queued.discard(eq)
+                continue
+            due = last + self._stale_td[eq]
+            if due == when:
                 return when
-            heapq.heappop(heap)
+            heapq.heapreplace(heap, (due, _STALE, eq, ""))  # heard since: the entry moves
         return None
 
-    def _pending(self, when: dt.datetime, kind: int, eq: str, name: str) -> bool:
-        """Whether the state still gives this deadline (heap entries are never removed early)."""
-        if kind == 0:
-            st = self.state[(eq, name)]
-            return st.out_since is not None and st.out_since + self._for_td[(eq, name)] == when
-        last = self.last_reading[eq]
-        return self.stale_fired.get(eq) != last and last + self._stale_td[eq] == when
+    def _out_pending(self, when: dt.datetime, eq: str, name: str) -> bool:
+        """Whether the state still gives this out-of-range deadline (entries stay until seen)."""
+        st = self.state[(eq, name)]
+        return st.out_since is not None and st.out_since + self._for_td[(eq, name)] == when
 
     def _push_out(self, eq: str, name: str, since: dt.datetime) -> None:
         duration = self._for_td[(eq, name)]
         if duration > dt.timedelta(0):
-            heapq.heappush(self._heap, (since + duration, 0, eq, name))
+            heapq.heappush(self._heap, (since + duration, _OUT, eq, name))
+            if len(self._heap) > 4 * (len(self._stale_td) + len(self._for_td)) + 1024:
+                # Entries the state no longer gives pile up behind the valid ones: drop them.
+                self._heap = [
+                    e for e in self._heap if e[1] == _STALE or self._out_pending(e[0], e[2], e[3])
+                ]
+                heapq.heapify(self._heap)
 
     def _push_stale(self, eq: str, last: dt.datetime) -> None:
-        heapq.heappush(self._heap, (last + self._stale_td[eq], 1, eq, ""))
-        if len(self._heap) > 4 * (len(self._stale_td) + len(self._for_td)) + 1024:
-            # Entries the state no longer gives pile up behind the valid ones: drop them.
-            self._heap = [e for e in self._heap if self._pending(*e)]
-            heapq.heapify(self._heap)
+        heapq.heappush(self._heap, (last + self._stale_td[eq], _STALE, eq, ""))
+        self._stale_queued.add(eq)
 
     def on_deadline(self, ctx: RuleContext) -> None:
         """Raise what is due at `ctx.now`."""
@@ -212,7 +227,8 @@ class EquipmentRules:
             last = max(self.last_reading[eq], reading.received_at)
             if last != self.last_reading[eq]:
                 self.last_reading[eq] = last
-                self._push_stale(eq, last)
+                if eq not in self._stale_queued:  # else its entry moves when at the top
+                    self._push_stale(eq, last)
             ctx.clear(STALE, eq)
         metrics = self._metrics[eq]
         for name, value in reading.values.items():

@@ -2,9 +2,10 @@
 
 The pipeline asks the store whether a scan or reading was stored before (redeliveries, restarted
 counters, §3) and whether a tag's SUN counter was seen (§5): the twin answers from compact
-dictionaries instead of SQLite rows and keeps nothing else of the messages. Everything else
-(alerts, transitions, commands, refusals, notifications, meta) stays in SQLite `:memory:`, as
-before: it is written a few times per thousand messages.
+dictionaries instead of SQLite rows and keeps nothing else of the messages, nor the alert
+transitions (nothing reads them back in a replay). Everything else (the alerts' latest records,
+commands, refusals, notifications, meta) stays in SQLite `:memory:`, as before: it is written a
+few times per thousand messages.
 """
 
 from __future__ import annotations
@@ -12,8 +13,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal, NoReturn
 
+from gateway.alerts.book import Transition
 from gateway.events import DeviceStatus, Reading, Scan
 from gateway.store.sqlite import SqliteStore, _opt, _t
+
+Instants = tuple[dt.datetime | None, dt.datetime]
+
+
+def _values(values: dict[str, float | bool]) -> dict[str, float | bool]:
+    """Values as the store keeps them: numbers as floats, booleans as booleans."""
+    return {m: (v if isinstance(v, bool) else float(v)) for m, v in values.items()}
 
 
 class MemoryStore(SqliteStore):
@@ -24,10 +33,11 @@ class MemoryStore(SqliteStore):
         # (reader, seq) → (credential, sent ts, flags) of each scan stored, in order
         self._scans: dict[tuple[str, int], list[tuple[str, float | None, tuple[str, ...]]]] = {}
         self._scan_count = 0
+        self._transition_count = 0
         self._sun: dict[str, list[tuple[int, float]]] = {}  # uid → (counter, time) accepted
-        # (equipment, seq) → (sent ts, time) → the values stored with them, as the store's rows
-        # grouped the way `same_reading` groups them
-        self._readings: dict[tuple[str, int], dict[tuple[float | None, float], dict[str, Any]]] = {}
+        # (equipment, seq) → (sent ts, time) → the values stored with them: the store's rows
+        # grouped as `same_reading` groups them (values compared as it compares them)
+        self._readings: dict[tuple[str, int], dict[Instants, dict[str, float | bool]]] = {}
 
     def stored_scan(self, scan: Scan) -> tuple[str, ...] | bool | None:
         """As `SqliteStore.stored_scan`."""
@@ -76,21 +86,24 @@ class MemoryStore(SqliteStore):
         groups = self._readings.get((reading.equipment, reading.seq))
         if not groups:
             return None
-        sent = _opt(reading.sent_ts)
-        wanted = {m: (v if isinstance(v, bool) else float(v)) for m, v in reading.values.items()}
-        return any(k[0] == sent and values == wanted for k, values in groups.items())
+        sent, wanted = reading.sent_ts, _values(reading.values)
+        return any(k[0] == sent and _values(v) == wanted for k, v in groups.items())
 
     def add_reading(self, reading: Reading) -> None:
         """Remember the values of a reading with a seq (the only ones a look-up can find)."""
         if reading.seq is None:
             return
-        key = (_opt(reading.sent_ts), _t(reading.time))
         groups = self._readings.setdefault((reading.equipment, reading.seq), {})
-        values = {m: (v if isinstance(v, bool) else float(v)) for m, v in reading.values.items()}
-        if key in groups:
-            groups[key].update(values)
-        else:
-            groups[key] = values
+        key = (reading.sent_ts, reading.time)
+        before = groups.get(key)
+        groups[key] = reading.values if before is None else {**before, **reading.values}
+
+    def add_transition(self, transition: Transition, tz: dt.tzinfo) -> int:
+        """Keep the alert's latest record (commands and the records look alerts up), not the
+        transition: nothing in a replay reads transitions back."""
+        self._keep_alert(transition.alert, tz)
+        self._transition_count += 1
+        return self._transition_count
 
     def add_status(self, status: DeviceStatus) -> None:
         """Nothing to remember: no look-up asks for statuses."""

@@ -277,12 +277,7 @@ class SqliteStore:
     def add_transition(self, transition: Transition, tz: dt.tzinfo) -> int:
         """Keep the alert's latest record and the transition itself (contract §6)."""
         alert = transition.alert
-        record = _document(alert.to_json(tz))
-        self._db.execute(
-            "INSERT INTO alerts (id, rule, subject, state, raised_at, record) VALUES (?,?,?,?,?,?)"
-            " ON CONFLICT (id) DO UPDATE SET state = excluded.state, record = excluded.record",
-            (alert.id, alert.rule, alert.subject, alert.state, _t(alert.raised_at), record),
-        )
+        record = self._keep_alert(alert, tz)
         cur = self._db.execute(
             "INSERT INTO alert_transitions (alert_id, change, at, actor, comment, record)"
             " VALUES (?,?,?,?,?,?)",
@@ -296,6 +291,16 @@ class SqliteStore:
             ),
         )
         return int(cur.lastrowid or 0)
+
+    def _keep_alert(self, alert: Alert, tz: dt.tzinfo) -> str:
+        """Write the alert's latest record; returns it as stored."""
+        record = _document(alert.to_json(tz))
+        self._db.execute(
+            "INSERT INTO alerts (id, rule, subject, state, raised_at, record) VALUES (?,?,?,?,?,?)"
+            " ON CONFLICT (id) DO UPDATE SET state = excluded.state, record = excluded.record",
+            (alert.id, alert.rule, alert.subject, alert.state, _t(alert.raised_at), record),
+        )
+        return record
 
     def add_command(
         self, action: str, body: dict[str, Any], actor: str, submitted_at: dt.datetime

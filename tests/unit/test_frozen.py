@@ -6,9 +6,11 @@ import dataclasses
 import datetime as dt
 import inspect
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
+from gateway.alerts.record import Alert
 from gateway.events import Message, Scan
 from gateway.frozen import quick_init
 
@@ -99,3 +101,19 @@ def test_refuses_what_it_cannot_speed_up() -> None:
     for cls in (NotADataclass, Mutable, Slotted, Checked):
         with pytest.raises(TypeError):
             quick_init(cls)
+
+
+def test_alert_replace_is_dataclasses_replace() -> None:
+    """`Alert.replace` copies without the dataclass machinery: the copy must be what
+    `dataclasses.replace` makes, leave the original alone, and refuse a misspelt field."""
+    at = dt.datetime(2026, 11, 27, 1, tzinfo=dt.UTC)
+    alert = Alert("a1", "zcity", "device.offline", "gn-1", "warning", "open", at, "离线")
+    changes: dict[str, Any] = {"state": "closed", "cleared_at": at, "details": {"n": 1}}
+    copy = alert.replace(**changes)
+    assert copy == dataclasses.replace(alert, **changes)
+    assert fields_of(copy) == fields_of(dataclasses.replace(alert, **changes))
+    assert alert.state == "open" and alert.cleared_at is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        copy.state = "open"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        alert.replace(stat="closed")
