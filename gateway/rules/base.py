@@ -103,8 +103,9 @@ class Rule(Protocol):
     `ts` and its receive time, so a stamp slightly ahead never makes a message count later
     than it was handled.
 
-    Two optional class attributes tell the engine what a rule needs (see `Engine`):
-    `events`, a tuple of the event classes it takes (without it, it takes every event), and
+    Optional class attributes tell the engine what a rule needs (see `Engine`): `events`, a
+    tuple of the event classes it takes (without it, it takes every event); `deadlines = False`
+    for a rule that never has one (the engine then does not ask after each event); and
     `watches_book = True` for a rule whose next deadline follows the alert book rather than its
     own events. Otherwise `next_deadline` may change only in `on_event` and `on_deadline`.
     """

@@ -25,6 +25,7 @@ class DeviceOffline:
     """Rule 9: a device's status says offline → raised; online clears."""
 
     events: ClassVar[tuple[type, ...]] = (DeviceStatus,)
+    deadlines: ClassVar[bool] = False
     specs: ClassVar[tuple[RuleSpec, ...]] = (
         RuleSpec(DEVICE_OFFLINE, Severity.warning, Clearing.clears),
     )
@@ -59,6 +60,7 @@ class UnknownCredential:
     """Rule 10: a credential that belongs to nobody → raised per reader; does not clear."""
 
     events: ClassVar[tuple[type, ...]] = (Scan,)
+    deadlines: ClassVar[bool] = False
     specs: ClassVar[tuple[RuleSpec, ...]] = (
         RuleSpec(UNKNOWN_CREDENTIAL, Severity.warning, Clearing.never),
     )

@@ -55,7 +55,8 @@ class Engine:
         self.now = start
         # Every deadline before fired_through[0] has fired, and the one at it too if [1].
         self.fired_through: tuple[dt.datetime, bool] = (start, False)
-        self._takes: dict[type, list[tuple[int, Rule]]] = {}
+        self._takes: dict[type, tuple[list[Rule], list[tuple[int, Rule]]]] = {}
+        self._ctx = RuleContext(site, book, start)
         self._found: dict[type, Any] = {}
         self._due: list[dt.datetime | None] = [None] * len(rules)
         self._earliest: dt.datetime | None = None
@@ -98,22 +99,36 @@ class Engine:
                 out += self._advance(second, inclusive=False)
         if at > self.now:
             self.now = at
-        ctx = RuleContext(self.site, self.book, self.now)
-        takers = self._takes.get(type(event))
-        if takers is None:
-            takers = self._takes[type(event)] = [
-                (i, r)
-                for i, r in enumerate(self.rules)
-                if (kinds := getattr(r, "events", None)) is None or isinstance(event, kinds)
-            ]
-        for _, rule in takers:
+        ctx = self._ctx  # one for every event (no rule keeps it), a new list when it was used
+        if ctx.book is not self.book:
+            ctx = self._ctx = RuleContext(self.site, self.book, self.now)
+        ctx.now = self.now
+        found = self._takes.get(type(event))
+        if found is None:
+            found = self._takes[type(event)] = self._takers(event)
+        takers, timed = found
+        for rule in takers:
             rule.on_event(ctx, event)
         due = self._due
-        for i, rule in takers:
+        for i, rule in timed:
             moved = rule.next_deadline()
             if moved != due[i]:  # most events leave a rule's deadline where it was
                 self._moved(i, moved)
-        return out + ctx.transitions if out else ctx.transitions
+        made = ctx.transitions
+        if not made:
+            return out
+        ctx.transitions = []
+        return out + made if out else made
+
+    def _takers(self, event: Event) -> tuple[list[Rule], list[tuple[int, Rule]]]:
+        """The rules that take events of `event`'s type, and those of them with deadlines."""
+        takers = [
+            (i, r)
+            for i, r in enumerate(self.rules)
+            if (kinds := getattr(r, "events", None)) is None or isinstance(event, kinds)
+        ]
+        timed = [(i, r) for i, r in takers if getattr(r, "deadlines", True)]
+        return [r for _, r in takers], timed
 
     def _moved(self, i: int, d: dt.datetime | None) -> None:
         """Rule `i`'s deadline is now `d`: keep the earliest without asking every rule."""

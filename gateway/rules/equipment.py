@@ -134,12 +134,15 @@ class EquipmentRules:
         }
         self._heap: list[tuple[dt.datetime, int, str, str]] = []
         self._stale_queued: set[str] = set()  # the equipment with a staleness entry
+        self._next: dt.datetime | None = None  # next_deadline(), kept until a reading or deadline
+        self._next_known = False
         for eq, last in self.last_reading.items():
             self._push_stale(eq, last)
 
     def on_event(self, ctx: RuleContext, event: Event) -> None:
         """Readings move the metrics; an engineer's scan at the post releases latched alerts."""
         if isinstance(event, Reading):
+            self._next_known = False
             self._reading(ctx, event)
         elif (
             isinstance(event, Scan)
@@ -153,6 +156,13 @@ class EquipmentRules:
 
     def next_deadline(self) -> dt.datetime | None:
         """The earliest duration reached or silence too long."""
+        if self._next_known:  # nothing moved since (a scan, say)
+            return self._next
+        self._next = self._first_pending()
+        self._next_known = True
+        return self._next
+
+    def _first_pending(self) -> dt.datetime | None:
         heap = self._heap
         while heap:
             when, kind, eq, name = heap[0]
@@ -194,6 +204,7 @@ class EquipmentRules:
 
     def on_deadline(self, ctx: RuleContext) -> None:
         """Raise what is due at `ctx.now`."""
+        self._next_known = False
         for (eq, m), st in self.state.items():
             if st.out_since is not None and st.out_since + self._for(eq, m) <= ctx.now:
                 self._raise(ctx, eq, m, st)

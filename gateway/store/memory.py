@@ -15,9 +15,10 @@ from typing import Any, Literal, NoReturn
 
 from gateway.alerts.book import Transition
 from gateway.events import DeviceStatus, Reading, Scan
-from gateway.store.sqlite import SqliteStore, _opt, _t
+from gateway.store.sqlite import SqliteStore, _t
 
 Instants = tuple[dt.datetime | None, dt.datetime]
+ScanEntry = tuple[str, dt.datetime | None, tuple[str, ...]]  # credential, sent ts, flags
 
 
 def _values(values: dict[str, float | bool]) -> dict[str, float | bool]:
@@ -31,7 +32,7 @@ class MemoryStore(SqliteStore):
     def __init__(self) -> None:
         super().__init__(":memory:")
         # (reader, seq) → (credential, sent ts, flags) of each scan stored, in order
-        self._scans: dict[tuple[str, int], list[tuple[str, float | None, tuple[str, ...]]]] = {}
+        self._scans: dict[tuple[str, int], list[ScanEntry]] = {}
         self._scan_count = 0
         self._transition_count = 0
         self._sun: dict[str, list[tuple[int, float]]] = {}  # uid → (counter, time) accepted
@@ -46,7 +47,7 @@ class MemoryStore(SqliteStore):
         rows = self._scans.get((scan.reader, scan.seq))
         if not rows:
             return None
-        sent = _opt(scan.sent_ts)
+        sent = scan.sent_ts
         for credential, sent_ts, flags in rows:
             if credential == scan.credential and sent_ts == sent:
                 return flags
@@ -56,7 +57,7 @@ class MemoryStore(SqliteStore):
         """Remember what the look-ups need; returns a row id as the store's would be."""
         self._scan_count += 1
         if scan.seq is not None:
-            entry = (scan.credential, _opt(scan.sent_ts), tuple(scan.flags))
+            entry = (scan.credential, scan.sent_ts, scan.flags)
             self._scans.setdefault((scan.reader, scan.seq), []).append(entry)
         if scan.sun_counter is not None and scan.method == "nfc":
             self._sun.setdefault(scan.credential, []).append((scan.sun_counter, _t(scan.time)))
