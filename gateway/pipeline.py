@@ -282,14 +282,13 @@ class Pipeline(CommandSteps):
     def _scan(self, scan: Scan, at: dt.datetime) -> list[Transition]:
         counts = EXCLUDING.isdisjoint(scan.flags)  # backdated, bad_signature: no rule (§5)
         if counts:
-            scan = self.flagger.flag(scan)
+            scan = self.flagger.note(scan)
         self.store.add_scan(scan)
         for flag in scan.flags:
             self.counters[f"flag_{flag}"] += 1
         self._last_scan = scan
         if not counts:
             return []
-        self.flagger.remember(scan)
         return self.engine.process(scan, at, self.grace)
 
     def refuse(self, rejection: Rejection, at: dt.datetime) -> Refusal:

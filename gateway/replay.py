@@ -112,20 +112,21 @@ def read_events(lines: Iterable[str], tz: dt.tzinfo) -> Iterator[Recorded | Skip
                 continue
             yield Recorded(number, "", b"", received, command)
             continue
-        if not isinstance(record.get("topic"), str):
+        topic = record.get("topic")
+        if not isinstance(topic, str):
             yield Skipped(number, 'expected {"topic": …, "payload": …}')
             continue
         payload: Any = record.get("payload", "")
         parsed: dict[str, Any] | None = None
-        if isinstance(payload, str):
-            body = payload.encode()
-        elif fast and isinstance(payload, dict):
+        if fast and type(payload) is dict:  # the common case
             parsed, body = payload, b""  # read once: the decoder takes the object as it is
+            if at is None:
+                at = payload.get("ts")
         else:
-            body = json.dumps(payload).encode()
+            body = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+            if at is None:
+                at = _payload_ts(payload)
         bound = len(raw) * SIZE_BOUND_PER_CHAR
-        if at is None:
-            at = _payload_ts(payload)
         if at is None:
             yield Skipped(number, "既无 received_at 也无 ts / neither received_at nor a payload ts")
             continue
@@ -136,9 +137,9 @@ def read_events(lines: Iterable[str], tz: dt.tzinfo) -> Iterator[Recorded | Skip
                 yield Skipped(number, f"received_at: {exc}")
                 continue
             # A bad payload ts: the message is refused by the decoder, at the clock's present.
-            yield Recorded(number, record["topic"], body, None, None, parsed, bound)
+            yield Recorded(number, topic, body, None, None, parsed, bound)
             continue
-        yield Recorded(number, record["topic"], body, received, None, parsed, bound)
+        yield Recorded(number, topic, body, received, None, parsed, bound)
 
 
 def _payload_ts(payload: object) -> object:

@@ -19,7 +19,18 @@ class Flagger:
 
     def flag(self, scan: Scan) -> Scan:
         """The scan with `duplicate_tap` / `impossible_travel` added where they apply."""
-        previous = self._last.get(self._key(scan))
+        return self._flag(scan, self._last.get(self._key(scan)))
+
+    def note(self, scan: Scan) -> Scan:
+        """`flag`, then `remember` the flagged scan, with one look-up (a counted scan)."""
+        key = self._key(scan)
+        previous = self._last.get(key)
+        flagged = self._flag(scan, previous)
+        if previous is None or flagged.time >= previous.time:
+            self._last[key] = flagged
+        return flagged
+
+    def _flag(self, scan: Scan, previous: Scan | None) -> Scan:
         if previous is None:
             return scan
         flags = list(scan.flags)

@@ -8,9 +8,10 @@ import json
 import pytest
 
 from gateway.config import Site
-from gateway.events import Message
+from gateway.events import Message, Scan
 from gateway.ingest.topics import Topics
 from gateway.pipeline import Pipeline
+from gateway.rules.flags import Flagger
 from gateway.store.sqlite import SqliteStore
 from tests.unit.ruleharness import make_site
 
@@ -85,3 +86,34 @@ def test_walking_leg_must_name_declared_posts() -> None:
     with pytest.raises(ConfigError) as info:
         make_site(walking={"legs": [{"between": ["front", "nowhere"], "minutes": 3}]})
     assert "walking.legs[0].between[1]" in str(info.value)
+
+
+def test_note_is_flag_then_remember() -> None:
+    """The pipeline flags and remembers a counted scan with one look-up (`note`): it must flag
+    and keep exactly what `flag` then `remember` would, late scans included (a late scan must
+    not replace a newer one as its person's latest)."""
+    site = site_with_walking()
+    post = {"fd": "front", "mc": "monitoring-center", "pr": "power"}
+    plan = [
+        ("fd", "ANN", 0),
+        ("fd", "ANN", 30),
+        ("mc", "ANN", 50),
+        ("pr", "ANN", 400),
+        ("fd", "ANN", 100),
+        ("fd", "BOB", 120),
+        ("mc", "ANN", 460),
+        ("fd", "BOB", 125),
+    ]
+    noted, plain = Flagger(site), Flagger(site)
+    for reader, who, seconds in plan:
+        t = T0 + dt.timedelta(seconds=seconds)
+        scan = Scan(reader, post[reader], who, "qr", who, t, t)
+        one = noted.note(scan)
+        two = plain.flag(scan)
+        plain.remember(two)
+        assert one == two and one.flags == two.flags, (reader, who, seconds)
+    # ANN's latest is the scan at 460 s, not the late one at 100 s: 10 s later at its reader
+    # is a duplicate tap.
+    at = T0 + dt.timedelta(seconds=470)
+    probe = Scan("mc", post["mc"], "ANN", "qr", "ANN", at, at)
+    assert noted.flag(probe).flags == plain.flag(probe).flags == ("duplicate_tap",)
