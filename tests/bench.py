@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -758,30 +758,41 @@ class Budget:
 
 @dataclass
 class ReplaySpeed:
-    """Replay against read+decode over the same lines."""
+    """Replay against read+decode over the same lines: the best of the rounds run, and each."""
 
     replay_rate: float
     decode_rate: float
     lines: int  # lines the replay got through (fewer than all when its budget ran out)
     cut: bool
     transitions: int
+    rounds: list[tuple[float, float]] = field(default_factory=list)  # (decode, replay) each
 
 
-def replay_speed(site: Site, lines: list[str], budget: float) -> ReplaySpeed:
-    """Time read+decode of every line, then `replay` of as many lines as `budget` seconds allow."""
-    decoder = Decoder(site, Topics("estate", site.id))
-    started = time.perf_counter()
-    for rec in read_events(lines, site.tz):
-        at = rec.received_at or dt.datetime.now(dt.UTC)
-        # As replay decodes: the payload object the line was read into, else its bytes.
-        if decoder.decode_parsed(Message(rec.topic, b"", at, qos=1), rec) is None:
-            decoder.decode(Message(rec.topic, rec.payload, at, qos=1))
-    decode_rate = len(lines) / (time.perf_counter() - started)
-    records = Budget(read_events(lines, site.tz), budget)
-    started = time.perf_counter()
-    transitions = sum(1 for _ in replay(site, records))
-    replay_rate = records.taken / (time.perf_counter() - started)
-    return ReplaySpeed(replay_rate, decode_rate, records.taken, records.cut, transitions)
+def replay_speed(site: Site, lines: list[str], budget: float, rounds: int = 3) -> ReplaySpeed:
+    """Time read+decode of every line, then `replay` of as many lines as `budget` seconds
+    allow, `rounds` times in turn; the best of each counts, as `timeit` takes its best: this
+    machine's neighbours only ever slow a round down (the rounds are printed too)."""
+    speed = ReplaySpeed(0.0, 0.0, 0, False, 0)
+    for _ in range(rounds):
+        decoder = Decoder(site, Topics("estate", site.id))
+        started = time.perf_counter()
+        for rec in read_events(lines, site.tz):
+            at = rec.received_at or dt.datetime.now(dt.UTC)
+            # As replay decodes: the payload object the line was read into, else its bytes.
+            if decoder.decode_parsed(Message(rec.topic, b"", at, qos=1), rec) is None:
+                decoder.decode(Message(rec.topic, rec.payload, at, qos=1))
+        decode_rate = len(lines) / (time.perf_counter() - started)
+        records = Budget(read_events(lines, site.tz), budget)
+        started = time.perf_counter()
+        transitions = sum(1 for _ in replay(site, records))
+        replay_rate = records.taken / (time.perf_counter() - started)
+        speed.rounds.append((decode_rate, replay_rate))
+        speed.decode_rate = max(speed.decode_rate, decode_rate)
+        speed.replay_rate = max(speed.replay_rate, replay_rate)
+        speed.lines, speed.cut, speed.transitions = records.taken, records.cut, transitions
+        if records.cut:
+            break  # a replay this slow says enough in one round
+    return speed
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -893,12 +904,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         say(f"  gateway answers, a forwarder backlogged: {show(slow)} ({slow_note})")
 
-    say(f"3. replay: {args.lines} synthetic lines over two simulated days")
+    say(f"3. replay: {args.lines} synthetic lines over two simulated days, 3 rounds")
     speed = replay_speed(site, synthetic_events(site, args.lines), REPLAY_BUDGET)
     cut = f", CUT after {speed.lines} lines ({REPLAY_BUDGET:g} s budget)" if speed.cut else ""
     say(
         f"  read+decode: {fmt(speed.decode_rate)} events/s; replay: {fmt(speed.replay_rate)} "
-        f"events/s ({speed.transitions} alert transitions{cut})"
+        f"events/s ({speed.transitions} alert transitions{cut}); the best of "
+        + "; ".join(f"{fmt(d)} / {fmt(r)}" for d, r in speed.rounds)
     )
 
     say(f"4. large site: {LARGE}, {args.large} messages through the worker, own process")

@@ -33,6 +33,7 @@ KEY_POST_AT_RISK = RuleId.patrol_key_post_at_risk
 
 MANAGERS = (Role.duty_manager,)  # the role the duty rules ask about
 CHECK_IN_LEAD = dt.timedelta(minutes=30)  # the window opens 30 min before day_starts (§5)
+ONE_DAY = dt.timedelta(days=1)  # made once: the rules step through days for every scan
 
 
 DEADLINES = ("check_in_deadline", "handover_deadline", "patrol_deadline", "key_posts_deadline")
@@ -193,7 +194,7 @@ class DutyRules:
         if start <= instant < end:
             return day
         day = self.cal.day_of(instant)
-        self._span = (self._day_start(day), self._day_start(day + dt.timedelta(days=1)), day)
+        self._span = (self._day_start(day), self._day_start(day + ONE_DAY), day)
         return day
 
     def deadline(self, day: dt.date, name: str) -> dt.datetime:
@@ -215,7 +216,7 @@ class DutyRules:
 
     def outgoing(self, day: dt.date, at: dt.datetime) -> str | None:
         """The manager handing over into `day`: the duty manager of the day before."""
-        return self.roster.manager(day - dt.timedelta(days=1), at)
+        return self.roster.manager(day - ONE_DAY, at)
 
     def handover_parties(self, day: dt.date, at: dt.datetime) -> tuple[str | None, str | None]:
         """The (outgoing, incoming) managers of the handover into `day`, as known at `at`."""
@@ -320,7 +321,7 @@ class DutyRules:
 
     def _days(self, at: dt.datetime) -> list[dt.date]:
         today = self._day_of(at)
-        return [today - dt.timedelta(days=1), today, today + dt.timedelta(days=1)]
+        return [today - ONE_DAY, today, today + ONE_DAY]
 
     def _candidates(self, patrol_warning: bool = True) -> list[Deadline]:
         out = [
