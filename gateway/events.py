@@ -62,8 +62,7 @@ class Scan:
         """This scan with other flags (`dataclasses.replace`, at a third of its cost: the
         pipeline flags most scans)."""
         copy = object.__new__(Scan)
-        copy.__dict__.update(self.__dict__)
-        object.__setattr__(copy, "flags", flags)
+        copy.__dict__.update(self.__dict__, flags=flags)
         return copy
 
 

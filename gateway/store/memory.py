@@ -94,10 +94,13 @@ class MemoryStore(SqliteStore):
         """Remember the values of a reading with a seq (the only ones a look-up can find)."""
         if reading.seq is None:
             return
-        groups = self._readings.setdefault((reading.equipment, reading.seq), {})
-        key = (reading.sent_ts, reading.time)
-        before = groups.get(key)
-        groups[key] = reading.values if before is None else {**before, **reading.values}
+        key, at = (reading.equipment, reading.seq), (reading.sent_ts, reading.time)
+        groups = self._readings.get(key)
+        if groups is None:  # the common case: a seq not seen before
+            self._readings[key] = {at: reading.values}
+            return
+        before = groups.get(at)
+        groups[at] = reading.values if before is None else {**before, **reading.values}
 
     def add_transition(self, transition: Transition, tz: dt.tzinfo) -> int:
         """Keep the alert's latest record (commands and the records look alerts up), not the
