@@ -65,9 +65,10 @@ class Recorded:
 
 def _read_line(raw: str) -> tuple[Any, bool]:
     """The line's JSON value, and whether orjson read it (its payload may then go on parsed)."""
-    if not long_number(raw.encode("utf-8", "surrogatepass")):
+    data = raw.encode("utf-8", "surrogatepass")  # a lone surrogate: bytes orjson refuses
+    if not long_number(data):
         try:
-            return orjson.loads(raw), True
+            return orjson.loads(data), True
         except orjson.JSONDecodeError:
             pass
     return json.loads(raw), False

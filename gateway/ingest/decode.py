@@ -87,6 +87,17 @@ def read_instant(value: object, tz: dt.tzinfo) -> dt.datetime:
     return instant
 
 
+def storable(text: str) -> str:
+    """`text` itself, or with each lone UTF-16 surrogate written as its escape (`\\ud800`): a JSON
+    string may carry one (`json` reads it), and neither SQLite nor an MQTT payload (UTF-8)
+    can hold it, so a refusal that quotes one would fail to be stored."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
+
+
 def reason_text(rejection: Rejection) -> str:
     """The reason published on gateway/rejected: Chinese, then English."""
     return f"{REASONS_ZH.get(rejection.code, '已拒绝')} / {rejection.detail}"
@@ -139,7 +150,7 @@ class Decoder:
     def _reject(self, msg: Message, code: str, detail: str) -> Rejection:
         if len(detail) > MAX_REASON_CHARS:
             detail = detail[: MAX_REASON_CHARS - 1] + "…"
-        return Rejection(code, detail, msg.topic, msg.payload[:512])
+        return Rejection(code, storable(detail), storable(msg.topic), msg.payload[:512])
 
     def _decode(self, msg: Message, body: dict[str, Any] | None = None) -> Decoded:
         size = msg.oversize or len(msg.payload)
@@ -220,6 +231,11 @@ class Decoder:
                 raise _Refused("bad_field", f"nfc credential {credential[:40]!r} is not hex")
             credential = uid
         else:
+            if storable(credential) is not credential:
+                raise _Refused(
+                    "bad_field",
+                    "credential is not text: it holds a lone UTF-16 surrogate (\\ud800–\\udfff)",
+                )
             signed_qr = qr.parse(credential)  # credential~step~mac (§3 `auth`)
             if signed_qr is not None:
                 credential = signed_qr.credential

@@ -16,8 +16,10 @@ from gateway.events import Message
 from gateway.ingest import decode
 from gateway.ingest.decode import Decoder
 from gateway.ingest.topics import Topics
+from gateway.pipeline import Pipeline
 from gateway.rules.duty import Signed, _Track
 from gateway.rules.patrol_time import patrol_time
+from gateway.store.sqlite import SqliteStore
 
 T0 = dt.datetime(2026, 11, 27, 0, 30, tzinfo=dt.UTC)
 GAP = dt.timedelta(minutes=30)
@@ -124,11 +126,40 @@ def test_a_huge_integer_is_read_exactly(zcity: Site) -> None:
 
 def test_a_lone_surrogate_is_read_as_json_reads_it(zcity: Site) -> None:
     """orjson refuses a lone surrogate escape that `json` accepts: the message must not become a
-    bad_json refusal because of the fast path."""
+    bad_json refusal because of the fast path. `json` reads it, and the credential is then
+    refused as not text (bad_field): SQLite cannot store it, and the scan used to fail in the
+    store (a replay stopped there)."""
     payload = b'{"credential": "\\ud800", "method": "qr", "seq": 1}'
     decoded = _decoded(zcity, payload)
-    assert decoded.event is not None
-    assert decoded.event.credential == "\ud800"  # type: ignore[union-attr]
+    assert decoded.event is None
+    (refusal,) = decoded.rejections
+    assert refusal.code == "bad_field" and "surrogate" in refusal.detail
+
+
+def test_a_lone_surrogate_anywhere_is_refused_and_stored(zcity: Site) -> None:
+    """A lone surrogate in a credential, in a field a refusal quotes, or in a replayed topic:
+    each message is refused with its reason and the refusal is stored (the reason and topic
+    written with the escape); before, storing failed and a replay stopped on the line."""
+    store = SqliteStore(":memory:")
+    at = dt.datetime(2026, 11, 27, 1, tzinfo=dt.UTC)
+    pipeline = Pipeline(zcity, Topics("estate", zcity.id), store, start=at)
+    base = "estate/zcity/reader/fd-1/scan"
+    messages = [
+        (base, b'{"credential": "A\\udc00", "method": "qr", "seq": 1}'),
+        (base, b'{"credential": "04A224B1C23380", "method": "\\ud800", "seq": 2}'),
+        ("estate/zcity/reader/\ud800/scan", b'{"credential": "04A224B1C23380", "method": "nfc"}'),
+    ]
+    codes = []
+    for topic, payload in messages:
+        out = pipeline.handle(Message(topic, payload, at, qos=1))
+        assert not out.answers
+        codes += [r.rejection.code for r in out.refusals]
+    assert codes == ["bad_field", "bad_field", "bad_topic"]
+    store.commit()
+    rows = store.connection.execute("SELECT topic, reason FROM rejected ORDER BY id").fetchall()
+    assert [topic for topic, _ in rows] == [base, base, "estate/zcity/reader/\\ud800/scan"]
+    assert "surrogate" in rows[0][1]
+    assert all("\\ud800" in reason for _, reason in rows[1:])
 
 
 def _publish_packet(topic: str, payload: bytes) -> bytes:

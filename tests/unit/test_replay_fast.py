@@ -66,6 +66,8 @@ def _lines() -> list[str]:
         '{"fuel_pct": NaN}, "ts": "' + t(10) + '"}}',
         _line("equipment/gen-1/reading", json.dumps({"values": {"fuel_pct": 80}, "ts": t(11)})),
         _line("reader/gw-1/scan", {"credential": "名字", "method": "qr", "ts": t(12), "seq": 1}),
+        # A lone surrogate: orjson refuses it, the standard library reads it (and so must replay).
+        _line("reader/gw-1/scan", {"credential": "\ud800x", "method": "qr", "ts": t(12), "seq": 2}),
         _line("device/ge-1/status", "offline", received_at=t(13)),
         _line("device/ge-1/status", {"state": "online", "ts": t(14)}, received_at=t(14)),
         _line("equipment/tx-1/reading", {"values": {"winding_temp_c": 99}, "ts": t(30)}),
@@ -130,6 +132,7 @@ def test_read_once_decodes_as_the_bytes(site: Site) -> None:
     assert parsed >= 8
     odd = [r for r in read_events(_lines(), site.tz) if isinstance(r, Recorded)]
     assert [r.body for r in odd if b"fuel_pct" in r.payload] == [None, None, None]
+    assert [r.body for r in odd if b"\\ud800" in r.payload] == [None]  # read by `json`
 
 
 def test_twin_sun_counters_as_sqlite() -> None:
