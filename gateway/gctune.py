@@ -21,14 +21,26 @@ YOUNG_EVERY = 10_000
 OLDEST_EVERY = 100
 
 
+class _Runs:
+    """How many runs are going, and the settings from before the first of them."""
+
+    count = 0
+    before: tuple[int, int, int] = (700, 10, 10)
+
+
 @contextmanager
 def long_run() -> Iterator[None]:
-    """Collect the oldest generation rarely while the block runs; restore the settings after."""
-    before = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(YOUNG_EVERY, 10, OLDEST_EVERY)
+    """Collect the oldest generation rarely while the block runs; the settings come back when
+    the last of the runs going at once ends (replays are generators: they may interleave)."""
+    if _Runs.count == 0:
+        _Runs.before = gc.get_threshold()
+        gc.freeze()
+        gc.set_threshold(YOUNG_EVERY, 10, OLDEST_EVERY)
+    _Runs.count += 1
     try:
         yield
     finally:
-        gc.set_threshold(*before)
-        gc.unfreeze()
+        _Runs.count -= 1
+        if _Runs.count == 0:
+            gc.set_threshold(*_Runs.before)
+            gc.unfreeze()
