@@ -24,6 +24,7 @@ from gateway.app import Gateway
 from gateway.config import Site
 from gateway.demo.broker import EmbeddedBroker
 from gateway.rules.equipment import is_out
+from gateway.store.read import Queries
 from gateway.store.sqlite import SqliteStore
 from gateway.timeutil import iso
 
@@ -171,11 +172,11 @@ def _transition_line(site: Site, shown: _Shown) -> str:
     return f"{head} {message}" if shown.change == "open" else f"{head} [dim]{message}[/]"
 
 
-def plant_lines(site: Site, store: SqliteStore) -> list[str]:
+def plant_lines(site: Site, queries: Queries) -> list[str]:
     """Each equipment's latest values with their units, out-of-range ones in red:
     `  ⚙ 配电室 1号变压器  winding_temp_c 71.5°C · load_pct 63%`."""
     latest: dict[str, dict[str, float | bool]] = {}
-    for reading in store.latest_readings():
+    for reading in queries.latest_readings():
         latest.setdefault(reading.equipment, {})[reading.metric] = reading.value
     lines = []
     for eq in site.equipment.values():

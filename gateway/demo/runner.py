@@ -388,7 +388,7 @@ def _watch(
             print_transitions(out, site, view)
             if now >= next_line:
                 out.print(live_line(site, clock, gw, publisher))
-                for line in plant_lines(site, view.store):
+                for line in plant_lines(site, view.store.reads):
                     out.print(line)
                 next_line += LIVE_EVERY_SECONDS
         except sqlite3.OperationalError:  # busy beyond the timeout: show it next time

@@ -115,4 +115,4 @@ class MemoryStore(SqliteStore):
     def _absent(self, *_: Any, **__: Any) -> NoReturn:
         raise NotImplementedError("the in-memory store keeps no messages to read back")
 
-    events_between = latest_readings = reading_series = scan_keys = _absent
+    events_between = scan_keys = _absent

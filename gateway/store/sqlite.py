@@ -19,10 +19,10 @@ import orjson
 from gateway.alerts.book import Transition
 from gateway.alerts.record import Alert
 from gateway.events import DeviceStatus, Event, Reading, Rejection, Scan
-from gateway.store.read import Bucket, CommandRow, LatestValue, Queries, connect_readonly
+from gateway.store.read import CommandRow, Queries, connect_readonly
 from gateway.store.schema import migrate
 
-__all__ = ["Bucket", "LatestValue", "SqliteStore", "StoredCommand", "find_store", "store_file"]
+__all__ = ["SqliteStore", "StoredCommand", "find_store", "store_file"]
 
 # A command as the worker reads it back (pending, or applied for a restart): the query side's row.
 StoredCommand = CommandRow
@@ -413,21 +413,6 @@ class SqliteStore:
                 "comment": t.comment,
                 "record": t.record,
             }
-
-    def latest_readings(self, equipment: str | None = None) -> list[LatestValue]:
-        """As `Queries.latest_readings`."""
-        return self.reads.latest_readings(equipment)
-
-    def reading_series(
-        self,
-        equipment: str,
-        metric: str,
-        since: dt.datetime,
-        until: dt.datetime,
-        bucket_seconds: float,
-    ) -> list[Bucket]:
-        """As `Queries.reading_series`."""
-        return self.reads.reading_series(equipment, metric, since, until, bucket_seconds)
 
     def count(self, table: str) -> int:
         """As `Queries.count`."""

@@ -50,11 +50,11 @@ def test_latest_value_per_metric() -> None:
     store.add_reading(reading(20, load_pct=75.0))
     store.add_reading(reading(5, load_pct=99.0))  # buffered by the meter, arrives late
     store.add_reading(Reading("chiller-1", {"leak": True}, T0, T0))
-    latest = {(v.equipment, v.metric): (v.time, v.value) for v in store.latest_readings()}
+    latest = {(v.equipment, v.metric): (v.time, v.value) for v in store.reads.latest_readings()}
     assert latest[("tx-1", "load_pct")] == (T0 + dt.timedelta(minutes=20), 75.0)
     assert latest[("tx-1", "winding_temp_c")] == (T0 + dt.timedelta(minutes=10), 60.0)
     assert latest[("chiller-1", "leak")] == (T0, True)
-    assert {v.metric for v in store.latest_readings("tx-1")} == {"load_pct", "winding_temp_c"}
+    assert {v.metric for v in store.reads.latest_readings("tx-1")} == {"load_pct", "winding_temp_c"}
 
 
 def test_series_downsampled_into_buckets() -> None:
@@ -62,7 +62,7 @@ def test_series_downsampled_into_buckets() -> None:
     store = SqliteStore()
     for minute, value in [(0, 10.0), (4, 20.0), (5, 30.0), (14, 50.0), (15, 99.0)]:
         store.add_reading(reading(minute, load_pct=value))
-    buckets = store.reading_series(
+    buckets = store.reads.reading_series(
         "tx-1", "load_pct", T0, T0 + dt.timedelta(minutes=15), bucket_seconds=300
     )
     assert [(b.start, b.min, b.mean, b.max, b.count) for b in buckets] == [
@@ -79,7 +79,7 @@ def test_read_only_view_beside_the_writer(tmp_path: pathlib.Path) -> None:
     view = SqliteStore(path, readonly=True)
     writer.add_reading(reading(0, 1, load_pct=50.0))
     writer.commit()
-    assert [v.value for v in view.latest_readings()] == [50.0]
+    assert [v.value for v in view.reads.latest_readings()] == [50.0]
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
         view.add_reading(reading(1, 2, load_pct=51.0))
     view.close()
