@@ -108,6 +108,7 @@ class Outcome:
 
 # The counter of each kind of message (`received`'s parts).
 _KIND: dict[type, str] = {Scan: "scan", Reading: "reading", DeviceStatus: "devicestatus"}
+_FLAG_COUNTERS: dict[str, str] = {}  # a scan flag → the name of its counter ("flag_…")
 
 
 class ShelfExpiry:
@@ -284,8 +285,11 @@ class Pipeline(CommandSteps):
         if counts:
             scan = self.flagger.note(scan)
         self.store.add_scan(scan)
-        for flag in scan.flags:
-            self.counters[f"flag_{flag}"] += 1
+        for flag in scan.flags:  # most scans carry one: its counter's name is made once
+            name = _FLAG_COUNTERS.get(flag)
+            if name is None:
+                name = _FLAG_COUNTERS[flag] = f"flag_{flag}"
+            self.counters[name] += 1
         self._last_scan = scan
         if not counts:
             return []

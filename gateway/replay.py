@@ -65,7 +65,10 @@ class Recorded:
 
 def _read_line(raw: str) -> tuple[Any, bool]:
     """The line's JSON value, and whether orjson read it (its payload may then go on parsed)."""
-    data = raw.encode("utf-8", "surrogatepass")  # a lone surrogate: bytes orjson refuses
+    try:
+        data = raw.encode()
+    except UnicodeEncodeError:  # a lone surrogate: bytes orjson refuses, json reads it
+        data = raw.encode("utf-8", "surrogatepass")
     if not long_number(data):
         try:
             return orjson.loads(data), True

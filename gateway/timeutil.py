@@ -23,7 +23,16 @@ def parse_instant(value: object, tz: dt.tzinfo) -> dt.datetime:
 
     The instant is in UTC and within [2000-01-01, 2100-01-01) UTC; anything else is `BadTime`.
     """
-    instant = _read_instant(value, tz)
+    if type(value) is str:
+        try:  # the common case: ISO text as devices send it, read at once
+            parsed = dt.datetime.fromisoformat(value)
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=tz)
+            instant = parsed.astimezone(UTC)
+        except (OverflowError, ValueError):
+            instant = _read_instant(value, tz)  # not a time, out of range: the long way says
+    else:
+        instant = _read_instant(value, tz)
     if not EARLIEST <= instant < END:
         raise BadTime(
             f"{str(value)[:40]!r} is outside the years 2000–2099 that a time may take (§1)"
@@ -32,18 +41,6 @@ def parse_instant(value: object, tz: dt.tzinfo) -> dt.datetime:
 
 
 def _read_instant(value: object, tz: dt.tzinfo) -> dt.datetime:
-    if type(value) is str:
-        try:  # the common case: ISO text as devices send it, read at once
-            parsed = dt.datetime.fromisoformat(value)
-        except ValueError:
-            pass  # spaces around it, a lowercase z, or not a time: the long way says which
-        else:
-            try:
-                if parsed.tzinfo is None:
-                    parsed = parsed.replace(tzinfo=tz)
-                return parsed.astimezone(UTC)
-            except (OverflowError, ValueError) as exc:  # year 1 or 9999 with an offset
-                raise BadTime(f"{value[:40]!r} is out of range") from exc
     if isinstance(value, bool):
         raise BadTime("a time must be ISO 8601 text or epoch seconds, not true/false")
     if isinstance(value, int | float):

@@ -25,7 +25,7 @@ from gateway.events import (
 from gateway.ingest.topics import Topics
 from gateway.timeutil import BadTime, parse_instant
 from gateway.trust import bridge, qr
-from gateway.trust.proof import Proof
+from gateway.trust.proof import PLAIN_UID, Proof
 
 log = logging.getLogger(__name__)
 
@@ -246,18 +246,21 @@ class Decoder:
         if proof is not None and proof.bridge_mac is not None:
             text = bridge.signed_text(sent_credential, method, body.get("ts"), body.get("seq"))
             proof = dataclasses.replace(proof, bridge_text=text)
+        # In the fields' order: named arguments would double the cost of building the scan.
         return Scan(
-            reader=reader,
-            post=self.site.reader_post[reader].id,
-            credential=credential,
-            method=method,
-            person=None if person is None else person.id,
-            time=time,
-            received_at=msg.received_at,
-            seq=_seq(body),
-            flags=flags,
-            sent_ts=sent,
-            proof=proof,
+            reader,
+            self.site.reader_post[reader].id,  # post
+            credential,
+            method,
+            None if person is None else person.id,  # person
+            time,
+            msg.received_at,
+            _seq(body),
+            flags,
+            sent,  # sent_ts
+            PLAIN_UID,  # assurance: the verifier decides it
+            None,  # sun_counter: the verifier's too
+            proof,
         )
 
     def _reading(self, equipment: str, body: dict[str, Any], msg: Message) -> Decoded:

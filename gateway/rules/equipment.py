@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import math
+import os
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -12,6 +14,7 @@ from gateway.config.models import ENGINEERING_ROLES, Metric
 from gateway.config.site import Site
 from gateway.events import Event, Reading, Scan
 from gateway.rules.base import Clearing, RuleContext, RuleId, RuleSpec, Severity
+from gateway.rules.engine import CHECK_ENV
 from gateway.timeutil import iso
 
 OUT_OF_RANGE = RuleId.equipment_out_of_range
@@ -28,6 +31,15 @@ def is_out(metric: Metric, value: float | bool) -> bool:
     return (metric.min is not None and value < metric.min) or (
         metric.max is not None and value > metric.max
     )
+
+
+def _band(metric: Metric) -> tuple[float, float]:
+    """The numbers `is_out` finds inside a numeric metric's limits (none for a boolean one)."""
+    if metric.expect is not None:
+        return math.inf, -math.inf
+    low = -math.inf if metric.min is None else metric.min
+    high = math.inf if metric.max is None else metric.max
+    return low, high
 
 
 def is_back(metric: Metric, value: float | bool) -> bool:
@@ -112,10 +124,11 @@ class EquipmentRules:
                     self.latched.setdefault(e.post, []).append((e.id, m))
         self.checked: dict[str, dt.datetime] = {}
         # What a reading of each metric needs, looked up once: equipment → metric name →
-        # (its declaration, its state, its alert subject).
-        self._metrics: dict[str, dict[str, tuple[Metric, _MetricState, str]]] = {
+        # (its declaration, its state, its alert subject, the band a number is inside in).
+        self._metrics: dict[str, dict[str, tuple[Metric, _MetricState, str, float, float]]] = {
             e.id: {
-                m: (metric, self.state[(e.id, m)], f"{e.id}.{m}") for m, metric in e.metrics.items()
+                m: (metric, self.state[(e.id, m)], f"{e.id}.{m}", *_band(metric))
+                for m, metric in e.metrics.items()
             }
             for e in site.config.equipment
         }
@@ -134,15 +147,20 @@ class EquipmentRules:
         }
         self._heap: list[tuple[dt.datetime, int, str, str]] = []
         self._stale_queued: set[str] = set()  # the equipment with a staleness entry
-        self._next: dt.datetime | None = None  # next_deadline(), kept until a reading or deadline
+        # next_deadline(), kept until the heap changes or a reading of the equipment whose
+        # entry is at its top (a reading of another leaves the top entry as it was)
+        self._next: dt.datetime | None = None
         self._next_known = False
+        self._check = bool(os.environ.get(CHECK_ENV))  # the tests: check the kept one
         for eq, last in self.last_reading.items():
             self._push_stale(eq, last)
 
     def on_event(self, ctx: RuleContext, event: Event) -> None:
         """Readings move the metrics; an engineer's scan at the post releases latched alerts."""
         if isinstance(event, Reading):
-            self._next_known = False
+            heap = self._heap
+            if not heap or heap[0][2] == event.equipment:
+                self._next_known = False  # its entry is next: the reading may move it
             self._reading(ctx, event)
         elif (
             isinstance(event, Scan)
@@ -157,6 +175,8 @@ class EquipmentRules:
     def next_deadline(self) -> dt.datetime | None:
         """The earliest duration reached or silence too long."""
         if self._next_known:  # nothing moved since (a scan, say)
+            if self._check and self._first_pending() != self._next:
+                raise AssertionError(f"equipment deadline kept stale: {self._next}")
             return self._next
         self._next = self._first_pending()
         self._next_known = True
@@ -190,6 +210,7 @@ class EquipmentRules:
     def _push_out(self, eq: str, name: str, since: dt.datetime) -> None:
         duration = self._for_td[(eq, name)]
         if duration > dt.timedelta(0):
+            self._next_known = False
             heapq.heappush(self._heap, (since + duration, _OUT, eq, name))
             if len(self._heap) > 4 * (len(self._stale_td) + len(self._for_td)) + 1024:
                 # Entries the state no longer gives pile up behind the valid ones: drop them.
@@ -199,6 +220,7 @@ class EquipmentRules:
                 heapq.heapify(self._heap)
 
     def _push_stale(self, eq: str, last: dt.datetime) -> None:
+        self._next_known = False
         heapq.heappush(self._heap, (last + self._stale_td[eq], _STALE, eq, ""))
         self._stale_queued.add(eq)
 
@@ -242,15 +264,21 @@ class EquipmentRules:
                     self._push_stale(eq, last)
             ctx.clear(STALE, eq)
         metrics = self._metrics[eq]
+        open_alert_for = ctx.book.get
         for name, value in reading.values.items():
-            metric, st, subject = metrics[name]
+            metric, st, subject, low, high = metrics[name]
             st.value = value
-            open_alert = ctx.book.get(OUT_OF_RANGE, subject)
+            open_alert = open_alert_for(OUT_OF_RANGE, subject)
             if metric.latch:
                 if is_back(metric, value):
                     st.back(reading.time)
                 else:
                     st.off(reading.time)
+            elif type(value) is float and low <= value <= high:  # inside: is_out, at once
+                st.out_since = None
+                if open_alert is not None and is_back(metric, value):
+                    ctx.clear(OUT_OF_RANGE, subject)
+                continue
             if is_out(metric, value):
                 if open_alert is None and st.out_since is None:
                     st.out_since = reading.time

@@ -33,13 +33,12 @@ class Flagger:
     def _flag(self, scan: Scan, previous: Scan | None) -> Scan:
         if previous is None:
             return scan
-        flags = list(scan.flags)
         gap = abs(scan.time - previous.time)
         if previous.reader == scan.reader and gap <= DUPLICATE_TAP_WINDOW:
-            flags.append(DUPLICATE_TAP)
-        elif previous.post != scan.post and gap < self.site.walking_time(previous.post, scan.post):
-            flags.append(IMPOSSIBLE_TRAVEL)
-        return scan.with_flags(tuple(flags)) if len(flags) != len(scan.flags) else scan
+            return scan.with_flags((*scan.flags, DUPLICATE_TAP))
+        if previous.post != scan.post and gap < self.site.walking_time(previous.post, scan.post):
+            return scan.with_flags((*scan.flags, IMPOSSIBLE_TRAVEL))
+        return scan
 
     def remember(self, scan: Scan) -> None:
         """Keep the scan as its credential's latest (a late scan does not replace a newer one)."""
