@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gateway.frozen import quick_init
+from gateway.frozen import evolve, quick_init
 from gateway.timeutil import iso
 
 AlertState = Literal["open", "acknowledged", "closed"]
@@ -53,9 +53,7 @@ class Alert:
         unknown = changes.keys() - _FIELDS
         if unknown:
             raise TypeError(f"Alert has no field {', '.join(sorted(unknown))}")
-        copy = object.__new__(Alert)
-        copy.__dict__.update(self.__dict__, **changes)
-        return copy
+        return evolve(self, **changes)
 
     def to_json(self, tz: dt.tzinfo) -> dict[str, Any]:
         """The contract's JSON shape, instants in the site's zone."""

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.alerts.record import Alert
 from gateway.events import Message, Scan
-from gateway.frozen import quick_init
+from gateway.frozen import evolve, quick_init
 
 
 @dataclass(frozen=True)
@@ -117,3 +117,17 @@ def test_alert_replace_is_dataclasses_replace() -> None:
         copy.state = "open"  # type: ignore[misc]
     with pytest.raises(TypeError):
         alert.replace(stat="closed")
+
+
+def test_evolve_copies_with_changes_and_shares_nothing_it_may_change() -> None:
+    """`evolve` (behind `Scan.with_flags`) must be what `dataclasses.replace` makes, and the copy
+    must own its attributes: a copy sharing the original's dict would change both."""
+    at = dt.datetime(2026, 11, 27, 1, tzinfo=dt.UTC)
+    scan = Scan("r", "p", "04AA", "nfc", "ann", at, at, seq=1, flags=("clock_skew",))
+    copy = evolve(scan, flags=("clock_skew", "duplicate_tap"), seq=2)
+    assert fields_of(copy) == fields_of(
+        dataclasses.replace(scan, flags=("clock_skew", "duplicate_tap"), seq=2)
+    )
+    assert (scan.seq, scan.flags) == (1, ("clock_skew",))
+    assert vars(copy) is not vars(scan)
+    assert list(vars(Quick("x"))) == [f.name for f in dataclasses.fields(Quick)]
