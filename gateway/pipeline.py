@@ -106,8 +106,6 @@ class Outcome:
     transitions: list[Transition] = field(default_factory=list)
 
 
-# The counter of each kind of message (`received`'s parts).
-_KIND: dict[type, str] = {Scan: "scan", Reading: "reading", DeviceStatus: "devicestatus"}
 _FLAG_COUNTERS: dict[str, str] = {}  # a scan flag → the name of its counter ("flag_…")
 
 
@@ -248,6 +246,7 @@ class Pipeline(CommandSteps):
         transitions: list[Transition] = []
         event = decoded.event
         if isinstance(event, Reading):  # the commonest first
+            counters["reading"] += 1  # each kind counted is a part of `received`
             stored_reading = self.store.stored_reading(event)
             if stored_reading is True:
                 counters["duplicates"] += 1
@@ -258,6 +257,7 @@ class Pipeline(CommandSteps):
                 self.store.add_reading(event)
                 transitions = self.engine.process(event, at, self.grace)
         elif isinstance(event, Scan):
+            counters["scan"] += 1
             stored = self.store.stored_scan(event)
             if isinstance(stored, tuple):
                 # A redelivery: answer as the first time, count it, keep it from the rules.
@@ -272,10 +272,9 @@ class Pipeline(CommandSteps):
                 if self.answers:
                     answers.append(self._answer(self._last_scan, verdict.reason))
         elif isinstance(event, DeviceStatus):
+            counters["devicestatus"] += 1
             self.store.add_status(event)
             transitions = self.engine.process(event, at, self.grace)
-        if event is not None:
-            counters[_KIND[type(event)]] += 1
         if transitions or self.escalation.decided:  # most messages change nothing
             self.record(transitions)
         return Outcome(answers, refusals, transitions)

@@ -93,11 +93,11 @@ def read_events(lines: Iterable[str], tz: dt.tzinfo) -> Iterator[Recorded | Skip
     `received_at` are `Skipped` with the reason; blank lines are ignored.
     """
     for number, raw in enumerate(lines, 1):
-        if not raw or raw.isspace():
-            continue
         try:
             record, fast = _read_line(raw)
         except (json.JSONDecodeError, RecursionError) as exc:
+            if not raw or raw.isspace():
+                continue  # a blank line (not JSON either: looked for only then)
             yield Skipped(number, f"不是 JSON / not JSON ({getattr(exc, 'msg', 'too deep')})")
             continue
         if not isinstance(record, dict):

@@ -122,6 +122,11 @@ class Decoder:
         self._devices = site.devices  # a set built from the site on every call: keep one
         # Inbound topics already read (kind, id); a site has a few thousand at most.
         self._kinds: dict[str, tuple[str, str]] = {}
+        # Each equipment's numeric metrics (no `expect`): a finite number for one is taken as is.
+        self._numeric = {
+            e: frozenset(m for m, metric in eq.metrics.items() if metric.expect is None)
+            for e, eq in site.equipment.items()
+        }
 
     def decode(self, msg: Message) -> Decoded:
         """Never raises: every failure becomes a `Rejection`."""
@@ -153,9 +158,9 @@ class Decoder:
         return Rejection(code, storable(detail), storable(msg.topic), msg.payload[:512])
 
     def _decode(self, msg: Message, body: dict[str, Any] | None = None) -> Decoded:
-        size = msg.oversize or len(msg.payload)
-        if msg.oversize or size > self.max_payload_bytes:
+        if msg.oversize or len(msg.payload) > self.max_payload_bytes:
             # The link cut it before queueing (msg.oversize): only its first bytes are here.
+            size = msg.oversize or len(msg.payload)
             raise _Refused(
                 "too_large",
                 f"payload is {size} bytes; the limit is "
@@ -272,12 +277,12 @@ class Decoder:
         kept: dict[str, float | bool] = {}
         refused: list[str] = []
         declared = self.site.equipment[equipment].metrics
+        numeric = self._numeric[equipment]
         for name, value in values.items():
-            metric = declared.get(name)
-            numeric = metric is not None and metric.expect is None
-            if numeric and type(value) is float and math.isfinite(value):
+            if type(value) is float and _NEG_INF < value < _INF and name in numeric:
                 kept[name] = value  # the common case: a finite number for a numeric metric
                 continue
+            metric = declared.get(name)
             if metric is not None and metric.expect is not None and value in (0, 1):
                 value = bool(value)  # meters often report a contact as 0/1
             problem = _metric_problem(metric, equipment, str(name), value)
@@ -334,6 +339,9 @@ def _text(msg: Message) -> str:
 # regular expression takes, which was twice what reading the payload takes.
 _DIGITS = bytes(ord("0") if ord("0") <= b <= ord("9") else ord(" ") for b in range(256))
 _LONG_RUN = b"0" * 19
+
+
+_INF, _NEG_INF = math.inf, -math.inf
 
 
 def long_number(payload: bytes) -> bool:
@@ -408,6 +416,8 @@ def _hex(value: object, size: int, name: str) -> bytes:
 
 def _seq(body: dict[str, Any]) -> int | None:
     seq = body.get("seq")
+    if type(seq) is int and 0 <= seq < 2**63:  # the common case
+        return seq
     if seq is None:
         return None
     if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63:

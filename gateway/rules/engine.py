@@ -18,6 +18,9 @@ from gateway.rules.base import Rule, RuleContext
 
 T = TypeVar("T")
 _MESSAGES = frozenset((Scan, Reading, DeviceStatus))  # the events with a receive time
+# For each type of event: the rules that take it, those of them with deadlines (with their
+# index), and whether it is a message (has a receive time).
+_Takers = tuple[list[Rule], list[tuple[int, Rule]], bool]
 
 
 def rule_time(event: Event, at: dt.datetime) -> Event:
@@ -55,7 +58,7 @@ class Engine:
         self.now = start
         # Every deadline before fired_through[0] has fired, and the one at it too if [1].
         self.fired_through: tuple[dt.datetime, bool] = (start, False)
-        self._takes: dict[type, tuple[list[Rule], list[tuple[int, Rule]]]] = {}
+        self._takes: dict[type, _Takers] = {}
         self._ctx = RuleContext(site, book, start)
         self._found: dict[type, Any] = {}
         self._due: list[dt.datetime | None] = [None] * len(rules)
@@ -81,16 +84,22 @@ class Engine:
         time. A stamp slightly ahead of the gateway's clock is kept for the record, but what
         the message completes or clears happens when it is handled, never later.
         """
-        if event.time > (event.received_at if type(event) in _MESSAGES else at):  # type: ignore[union-attr]
+        found = self._takes.get(type(event))
+        if found is None:
+            found = self._takes[type(event)] = self._takers(event)
+        takers, timed, message = found
+        time = event.time
+        if time > (event.received_at if message else at):  # type: ignore[union-attr]
             event = rule_time(event, at)
+            time = event.time
         first = at - grace if grace else at
-        second = event.time if event.time < at else at
+        second = time if time < at else at
         self._refresh()
         earliest = self._earliest
         if earliest is None or (earliest >= first and earliest >= second):
             # Nothing is due before the event (the common case): only the marks move.
             last = second if second > first else first
-            if (last, False) > self.fired_through:
+            if last > self.fired_through[0]:  # as (last, False) > fired_through
                 self.fired_through = (last, False)
             out: list[Transition] = []
         else:
@@ -103,10 +112,6 @@ class Engine:
         if ctx.book is not self.book:
             ctx = self._ctx = RuleContext(self.site, self.book, self.now)
         ctx.now = self.now
-        found = self._takes.get(type(event))
-        if found is None:
-            found = self._takes[type(event)] = self._takers(event)
-        takers, timed = found
         for rule in takers:
             rule.on_event(ctx, event)
         due = self._due
@@ -120,15 +125,16 @@ class Engine:
         ctx.transitions = []
         return out + made if out else made
 
-    def _takers(self, event: Event) -> tuple[list[Rule], list[tuple[int, Rule]]]:
-        """The rules that take events of `event`'s type, and those of them with deadlines."""
+    def _takers(self, event: Event) -> _Takers:
+        """The rules that take events of `event`'s type, those of them with deadlines, and
+        whether such events have a receive time (messages; commands do not)."""
         takers = [
             (i, r)
             for i, r in enumerate(self.rules)
             if (kinds := getattr(r, "events", None)) is None or isinstance(event, kinds)
         ]
         timed = [(i, r) for i, r in takers if getattr(r, "deadlines", True)]
-        return [r for _, r in takers], timed
+        return [r for _, r in takers], timed, type(event) in _MESSAGES
 
     def _moved(self, i: int, d: dt.datetime | None) -> None:
         """Rule `i`'s deadline is now `d`: keep the earliest without asking every rule."""

@@ -33,13 +33,13 @@ def is_out(metric: Metric, value: float | bool) -> bool:
     )
 
 
-def _band(metric: Metric) -> tuple[float, float]:
-    """The numbers `is_out` finds inside a numeric metric's limits (none for a boolean one)."""
+def _band(metric: Metric) -> tuple[type, float | bool, float | bool]:
+    """The values `is_out` finds inside: of this type, from low to high (both included)."""
     if metric.expect is not None:
-        return math.inf, -math.inf
+        return bool, metric.expect, metric.expect
     low = -math.inf if metric.min is None else metric.min
     high = math.inf if metric.max is None else metric.max
-    return low, high
+    return float, low, high
 
 
 def is_back(metric: Metric, value: float | bool) -> bool:
@@ -98,6 +98,9 @@ class _MetricState:
         self.back_latest = at if self.back_latest is None else max(self.back_latest, at)
 
 
+_MetricEntry = tuple[Metric, _MetricState, str, type, float | bool, float | bool]
+
+
 class EquipmentRules:
     """Out-of-range with duration, hysteresis and latch; staleness per equipment."""
 
@@ -124,8 +127,8 @@ class EquipmentRules:
                     self.latched.setdefault(e.post, []).append((e.id, m))
         self.checked: dict[str, dt.datetime] = {}
         # What a reading of each metric needs, looked up once: equipment → metric name →
-        # (its declaration, its state, its alert subject, the band a number is inside in).
-        self._metrics: dict[str, dict[str, tuple[Metric, _MetricState, str, float, float]]] = {
+        # (its declaration, its state, its alert subject, and the values inside: see _band).
+        self._metrics: dict[str, dict[str, _MetricEntry]] = {
             e.id: {
                 m: (metric, self.state[(e.id, m)], f"{e.id}.{m}", *_band(metric))
                 for m, metric in e.metrics.items()
@@ -266,7 +269,7 @@ class EquipmentRules:
         metrics = self._metrics[eq]
         open_alert_for = ctx.book.get
         for name, value in reading.values.items():
-            metric, st, subject, low, high = metrics[name]
+            metric, st, subject, kind, low, high = metrics[name]
             st.value = value
             open_alert = open_alert_for(OUT_OF_RANGE, subject)
             if metric.latch:
@@ -274,7 +277,7 @@ class EquipmentRules:
                     st.back(reading.time)
                 else:
                     st.off(reading.time)
-            elif type(value) is float and low <= value <= high:  # inside: is_out, at once
+            elif type(value) is kind and low <= value <= high:  # inside: is_out, at once
                 st.out_since = None
                 if open_alert is not None and is_back(metric, value):
                     ctx.clear(OUT_OF_RANGE, subject)

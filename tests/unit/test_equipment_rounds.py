@@ -46,6 +46,24 @@ def test_duration_reached_exactly_raises_at_that_instant() -> None:
     ]
 
 
+def test_an_unlatched_boolean_off_its_expected_value_raises_at_once_and_clears_back() -> None:
+    """A boolean metric without latch (a generator's "ready") is out when it differs from
+    `expect`, with no duration, and clears when it comes back; a number inside a numeric
+    metric's limits beside it changes nothing."""
+    tx = make_site().config.equipment[0].model_dump()
+    tx["stale_after_seconds"] = None
+    tx["metrics"]["ready"] = {"expect": True}
+    d = Driver(make_site(equipment=[tx]), f"{DAY} 08:00", equipment)
+    assert d.reading("tx", f"{DAY} 10:00", ready=True, load=50.0) == []
+    assert d.reading("tx", f"{DAY} 10:05", ready=False, load=50.0) == [
+        ("11-23 10:05:00", "equipment.out_of_range", "tx.ready", "open")
+    ]
+    assert d.reading("tx", f"{DAY} 10:06", ready=False) == []
+    assert d.reading("tx", f"{DAY} 10:10", ready=True) == [
+        ("11-23 10:10:00", "equipment.out_of_range", "tx.ready", "closed")
+    ]
+
+
 def test_back_inside_at_the_duration_instant_is_in_time() -> None:
     """A reading back inside stamped exactly at first-out + duration prevents the alert."""
     d = eq_driver()

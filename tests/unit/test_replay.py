@@ -115,6 +115,15 @@ def test_bad_lines_are_skipped_with_their_number_and_the_replay_goes_on(
     assert "3 lines skipped" in result.stderr
 
 
+def test_blank_lines_are_passed_over_and_keep_the_line_numbers() -> None:
+    """Blank lines are ignored, not skipped as bad JSON (§7); the lines after them keep their
+    numbers in the file, so a report names the right line."""
+    good = json.dumps({"topic": "t", "payload": {"ts": "2026-07-01T08:50:00-04:00"}})
+    read = list(read_events(["", "   ", "\t", good, " ", "not json"], dt.UTC))
+    assert [type(r).__name__ for r in read] == ["Recorded", "Skipped"]
+    assert [r.line for r in read] == [4, 6]
+
+
 def test_a_json_string_payload_gives_its_ts_as_the_receive_time() -> None:
     """A payload recorded as a JSON string is read like the object, its `ts` included (§7)."""
     body = json.dumps({"credential": "ANN", "method": "qr", "ts": "2026-07-01T08:50:00-04:00"})
