@@ -122,9 +122,14 @@ class Decoder:
         self._devices = site.devices  # a set built from the site on every call: keep one
         # Inbound topics already read (kind, id); a site has a few thousand at most.
         self._kinds: dict[str, tuple[str, str]] = {}
-        # Each equipment's numeric metrics (no `expect`): a finite number for one is taken as is.
+        # Each equipment's numeric metrics (no `expect`) and boolean ones (an `expect`): a
+        # finite number for the first, true or false for the second, is taken as it is.
         self._numeric = {
             e: frozenset(m for m, metric in eq.metrics.items() if metric.expect is None)
+            for e, eq in site.equipment.items()
+        }
+        self._boolean = {
+            e: frozenset(m for m, metric in eq.metrics.items() if metric.expect is not None)
             for e, eq in site.equipment.items()
         }
 
@@ -277,10 +282,14 @@ class Decoder:
         kept: dict[str, float | bool] = {}
         refused: list[str] = []
         declared = self.site.equipment[equipment].metrics
-        numeric = self._numeric[equipment]
+        numeric, boolean = self._numeric[equipment], self._boolean[equipment]
         for name, value in values.items():
-            if type(value) is float and _NEG_INF < value < _INF and name in numeric:
-                kept[name] = value  # the common case: a finite number for a numeric metric
+            if type(value) is float:
+                if _NEG_INF < value < _INF and name in numeric:
+                    kept[name] = value  # the common case: a finite number for a numeric metric
+                    continue
+            elif type(value) is bool and name in boolean:
+                kept[name] = value
                 continue
             metric = declared.get(name)
             if metric is not None and metric.expect is not None and value in (0, 1):

@@ -98,7 +98,7 @@ class _MetricState:
         self.back_latest = at if self.back_latest is None else max(self.back_latest, at)
 
 
-_MetricEntry = tuple[Metric, _MetricState, str, type, float | bool, float | bool]
+_MetricEntry = tuple[Metric, _MetricState, str, bool, type, float | bool, float | bool]
 
 
 class EquipmentRules:
@@ -127,10 +127,11 @@ class EquipmentRules:
                     self.latched.setdefault(e.post, []).append((e.id, m))
         self.checked: dict[str, dt.datetime] = {}
         # What a reading of each metric needs, looked up once: equipment → metric name →
-        # (its declaration, its state, its alert subject, and the values inside: see _band).
+        # (its declaration, its state, its alert subject, whether it latches, and the values
+        # inside: see _band). A model's field is read at a third of the speed of a tuple's.
         self._metrics: dict[str, dict[str, _MetricEntry]] = {
             e.id: {
-                m: (metric, self.state[(e.id, m)], f"{e.id}.{m}", *_band(metric))
+                m: (metric, self.state[(e.id, m)], f"{e.id}.{m}", metric.latch, *_band(metric))
                 for m, metric in e.metrics.items()
             }
             for e in site.config.equipment
@@ -269,10 +270,10 @@ class EquipmentRules:
         metrics = self._metrics[eq]
         open_alert_for = ctx.book.get
         for name, value in reading.values.items():
-            metric, st, subject, kind, low, high = metrics[name]
+            metric, st, subject, latch, kind, low, high = metrics[name]
             st.value = value
             open_alert = open_alert_for(OUT_OF_RANGE, subject)
-            if metric.latch:
+            if latch:
                 if is_back(metric, value):
                     st.back(reading.time)
                 else:
@@ -292,7 +293,7 @@ class EquipmentRules:
             st.out_since = None  # the stretch is broken: a pending duration starts over
             if open_alert is None or not is_back(metric, value):
                 continue
-            if metric.latch:
+            if latch:
                 self._release(ctx, eq, name)  # an engineer may have checked already
             else:
                 ctx.clear(OUT_OF_RANGE, subject)
