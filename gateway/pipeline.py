@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from gateway import messages
@@ -97,13 +97,17 @@ class Refusal:
     reason: str
 
 
-@dataclass
+@quick_init
+@dataclass(frozen=True)
 class Outcome:
     """What one message, command or tick of the clock produced."""
 
-    answers: list[Answer] = field(default_factory=list)
-    refusals: list[Refusal] = field(default_factory=list)
-    transitions: list[Transition] = field(default_factory=list)
+    answers: Sequence[Answer] = ()
+    refusals: Sequence[Refusal] = ()
+    transitions: Sequence[Transition] = ()
+
+
+_QUIET = Outcome()  # what most messages produce in a replay (no answers): one, shared
 
 
 _FLAG_COUNTERS: dict[str, str] = {}  # a scan flag → the name of its counter ("flag_…")
@@ -241,9 +245,9 @@ class Pipeline(CommandSteps):
                 msg = dataclasses.replace(msg, payload=parsed.payload)
             decoded = self.decoder.decode(msg)
         at = msg.received_at
-        refusals = [self.refuse(r, at) for r in decoded.rejections] if decoded.rejections else []
-        answers: list[Answer] = []
-        transitions: list[Transition] = []
+        refusals = [self.refuse(r, at) for r in decoded.rejections] if decoded.rejections else ()
+        answers: Sequence[Answer] = ()  # one at most
+        transitions: Sequence[Transition] = ()
         event = decoded.event
         if isinstance(event, Reading):  # the commonest first
             counters["reading"] += 1  # each kind counted is a part of `received`
@@ -263,20 +267,22 @@ class Pipeline(CommandSteps):
                 # A redelivery: answer as the first time, count it, keep it from the rules.
                 counters["duplicates"] += 1
                 if self.answers:
-                    answers.append(self._answer(event.with_flags(stored)))
+                    answers = [self._answer(event.with_flags(stored))]
             else:
                 if stored is True:  # the reader's counter started again (§3)
                     event = event.with_flags((*event.flags, SEQ_RESET))
                 verdict = self.verifier.check(event)
                 transitions = self._scan(verdict.scan, at)
                 if self.answers:
-                    answers.append(self._answer(self._last_scan, verdict.reason))
+                    answers = [self._answer(self._last_scan, verdict.reason)]
         elif isinstance(event, DeviceStatus):
             counters["devicestatus"] += 1
             self.store.add_status(event)
             transitions = self.engine.process(event, at, self.grace)
         if transitions or self.escalation.decided:  # most messages change nothing
             self.record(transitions)
+        elif not answers and not refusals:
+            return _QUIET
         return Outcome(answers, refusals, transitions)
 
     def _scan(self, scan: Scan, at: dt.datetime) -> list[Transition]:
@@ -324,7 +330,7 @@ class Pipeline(CommandSteps):
 
     # -- internals ---------------------------------------------------------------------------
 
-    def record(self, transitions: list[Transition]) -> None:
+    def record(self, transitions: Sequence[Transition]) -> None:
         """Store transitions made outside the rules (a forwarder's health, say) and count them."""
         if not transitions and not self.escalation.decided:
             return  # most messages change nothing
