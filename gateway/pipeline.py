@@ -239,16 +239,17 @@ class Pipeline(CommandSteps):
         """
         counters = self.counters
         counters["received"] += 1
-        decoded = None if parsed is None else self.decoder.decode_parsed(msg, parsed)
-        if decoded is None:
+        event = None if parsed is None else self.decoder.decode_parsed(msg, parsed)
+        rejections: tuple[Rejection, ...] = ()
+        if event is None:
             if parsed is not None:
                 msg = dataclasses.replace(msg, payload=parsed.payload)
             decoded = self.decoder.decode(msg)
+            event, rejections = decoded.event, decoded.rejections
         at = msg.received_at
-        refusals = [self.refuse(r, at) for r in decoded.rejections] if decoded.rejections else ()
+        refusals = [self.refuse(r, at) for r in rejections] if rejections else ()
         answers: Sequence[Answer] = ()  # one at most
         transitions: Sequence[Transition] = ()
-        event = decoded.event
         if isinstance(event, Reading):  # the commonest first
             counters["reading"] += 1  # each kind counted is a part of `received`
             stored_reading = self.store.stored_reading(event)

@@ -17,6 +17,7 @@ from gateway.events import (
     CLOCK_SKEW,
     Decoded,
     DeviceStatus,
+    Event,
     Message,
     Reading,
     Rejection,
@@ -110,6 +111,11 @@ class _Refused(Exception):
         self.detail = detail
 
 
+# What decoding one message found: its event (None if refused whole) and its refusals (a
+# reading may have both). `Decoded` to the callers; a tuple inside, made per message.
+_Found = tuple[Event | None, tuple[Rejection, ...]]
+
+
 class Decoder:
     """Decodes messages for one site; holds no state between messages."""
 
@@ -136,7 +142,7 @@ class Decoder:
     def decode(self, msg: Message) -> Decoded:
         """Never raises: every failure becomes a `Rejection`."""
         try:
-            return self._decode(msg)
+            return Decoded(*self._decode(msg))
         except _Refused as exc:
             return Decoded(rejections=(self._reject(msg, exc.code, exc.detail),))
         except Exception as exc:
@@ -145,24 +151,25 @@ class Decoder:
             detail = f"internal error while decoding ({type(exc).__name__}); please report it"
             return Decoded(rejections=(self._reject(msg, "bad_field", detail),))
 
-    def decode_parsed(self, msg: Message, parsed: Parsed) -> Decoded | None:
-        """`decode` of a payload already read as a JSON object, when it is accepted as a whole;
-        None when the answer needs the bytes (a refusal quotes them, a status is text, the size
-        is not known to be under the limit): then `decode` the message with its bytes."""
+    def decode_parsed(self, msg: Message, parsed: Parsed) -> Event | None:
+        """The event `decode` finds in a payload already read as a JSON object, when it is
+        accepted as a whole; None when the answer needs the bytes (a refusal quotes them, a
+        status is text, the size is not known to be under the limit): then `decode` the
+        message with its bytes."""
         if parsed.body is None or parsed.size_bound > self.max_payload_bytes:
             return None
         try:
-            decoded = self._decode(msg, parsed.body)
+            event, rejections = self._decode(msg, parsed.body)
         except Exception:  # a refusal or a bug: the bytes' way says which, with the payload
             return None
-        return None if decoded.rejections else decoded
+        return None if rejections else event
 
     def _reject(self, msg: Message, code: str, detail: str) -> Rejection:
         if len(detail) > MAX_REASON_CHARS:
             detail = detail[: MAX_REASON_CHARS - 1] + "…"
         return Rejection(code, storable(detail), storable(msg.topic), msg.payload[:512])
 
-    def _decode(self, msg: Message, body: dict[str, Any] | None = None) -> Decoded:
+    def _decode(self, msg: Message, body: dict[str, Any] | None = None) -> _Found:
         if msg.oversize or len(msg.payload) > self.max_payload_bytes:
             # The link cut it before queueing (msg.oversize): only its first bytes are here.
             size = msg.oversize or len(msg.payload)
@@ -196,7 +203,7 @@ class Decoder:
                     "unknown_reader",
                     f"reader {ident!r} is not declared: add it to a post's readers in the site",
                 )
-            return Decoded(self._scan(ident, _json_object(msg) if body is None else body, msg))
+            return self._scan(ident, _json_object(msg) if body is None else body, msg), ()
         if kind == "reading":
             if ident not in self.site.equipment:
                 raise _Refused(
@@ -208,7 +215,7 @@ class Decoder:
             raise _Refused(
                 "unknown_device", f"device {ident!r} is neither a declared reader nor equipment"
             )
-        return Decoded(self._status(ident, msg))
+        return self._status(ident, msg), ()
 
     def _event_time(
         self, body: dict[str, Any], msg: Message
@@ -273,7 +280,7 @@ class Decoder:
             proof,
         )
 
-    def _reading(self, equipment: str, body: dict[str, Any], msg: Message) -> Decoded:
+    def _reading(self, equipment: str, body: dict[str, Any], msg: Message) -> _Found:
         values = body.get("values")
         if not isinstance(values, dict) or not values:
             raise _Refused("bad_field", "values is required: an object of metric → number/boolean")
@@ -304,10 +311,8 @@ class Decoder:
             code = "unknown_metric" if all("not declared" in r for r in refused) else "bad_field"
             rejections = (self._reject(msg, code, "; ".join(refused)),)
         if not kept:
-            return Decoded(rejections=rejections)
-        return Decoded(
-            Reading(equipment, kept, time, msg.received_at, seq, flags, sent), rejections
-        )
+            return None, rejections
+        return Reading(equipment, kept, time, msg.received_at, seq, flags, sent), rejections
 
     def _status(self, device: str, msg: Message) -> DeviceStatus:
         text = _text(msg).strip()

@@ -126,7 +126,7 @@ def test_read_once_decodes_as_the_bytes(site: Site) -> None:
         fast = decoder.decode_parsed(Message(rec.topic, b"", at, qos=1), rec)
         if fast is not None:
             parsed += 1
-            assert fast == slow
+            assert (fast, ()) == (slow.event, slow.rejections)
         else:
             assert slow.rejections or slow.event is None or "status" in rec.topic
     assert parsed >= 8
