@@ -105,7 +105,8 @@ class Rule(Protocol):
 
     Optional class attributes tell the engine what a rule needs (see `Engine`): `events`, a
     tuple of the event classes it takes (without it, it takes every event); `deadlines = False`
-    for a rule that never has one (the engine then does not ask after each event); and
+    for a rule that never has one (the engine then does not ask after each event); `moved_by`,
+    the event classes after which its deadline may move (without it, every one it takes); and
     `watches_book = True` for a rule whose next deadline follows the alert book rather than its
     own events. Otherwise `next_deadline` may change only in `on_event` and `on_deadline`.
     """

@@ -42,7 +42,8 @@ class Engine:
     Two things keep the work per event small whatever the site's size (docs/benchmarks.md):
 
     * an event goes only to the rules that take its type (`Rule.events`; a rule without it
-      takes every event);
+      takes every event), and its rules' deadlines are read again only where it may move
+      them (`Rule.moved_by`);
     * the rules' next deadlines are cached, one per rule, with the earliest of them: a rule's
       entry is read again after it handled an event or a deadline; the rules whose deadlines
       follow the alert book (`Rule.watches_book`: shelve ends, escalation stages) after the
@@ -94,7 +95,13 @@ class Engine:
             time = event.time
         first = at - grace if grace else at
         second = time if time < at else at
-        self._refresh()
+        if (  # _refresh() has nothing to do in the common case: asked here, without the call
+            self._stale
+            or self._earliest is _UNKNOWN
+            or self._book_seen != self.book.version
+            or self._check
+        ):
+            self._refresh()
         earliest = self._earliest
         if earliest is None or (earliest >= first and earliest >= second):
             # Nothing is due before the event (the common case): only the marks move.
@@ -133,7 +140,12 @@ class Engine:
             for i, r in enumerate(self.rules)
             if (kinds := getattr(r, "events", None)) is None or isinstance(event, kinds)
         ]
-        timed = [(i, r) for i, r in takers if getattr(r, "deadlines", True)]
+        timed = [
+            (i, r)
+            for i, r in takers
+            if getattr(r, "deadlines", True)
+            and ((moves := getattr(r, "moved_by", None)) is None or isinstance(event, moves))
+        ]
         return [r for _, r in takers], timed, type(event) in _MESSAGES
 
     def _moved(self, i: int, d: dt.datetime | None) -> None:

@@ -105,6 +105,7 @@ class EquipmentRules:
     """Out-of-range with duration, hysteresis and latch; staleness per equipment."""
 
     events: ClassVar[tuple[type, ...]] = (Reading, Scan)
+    moved_by: ClassVar[tuple[type, ...]] = (Reading,)  # a scan only releases latched alarms
     specs: ClassVar[tuple[RuleSpec, ...]] = (
         RuleSpec(OUT_OF_RANGE, None, Clearing.clears),  # severity: the metric's
         RuleSpec(STALE, Severity.warning, Clearing.clears),
