@@ -4,9 +4,10 @@ Every message allocates a few dozen short-lived objects, and CPython's collector
 collection of the oldest generation walks every object alive (the site, the rules' tables, what
 a replay remembers of its messages), which makes each message cost more the longer a run goes.
 The short-lived objects need no cycle collection (reference counting frees them); the long-lived
-ones are made once. So while a run goes on, what existed before it is set aside from the
-collector (`gc.freeze`) and the oldest generation is collected rarely; the young ones still are,
-so a cycle made by mistake is still freed.
+ones are made once. So while a run goes on, what lived before it is set aside from the
+collector (`gc.freeze`, after one collection: garbage set aside would be kept) and the oldest
+generation is collected rarely; the young ones still are, so a cycle made by mistake is still
+freed.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def long_run() -> Iterator[None]:
     the last of the runs going at once ends (replays are generators: they may interleave)."""
     if _Runs.count == 0:
         _Runs.before = gc.get_threshold()
+        # Garbage first (an earlier replay's rules and alerts, in cycles): frozen, it would
+        # stay for the whole run, and a process replaying again and again would keep them all.
+        gc.collect()
         gc.freeze()
         gc.set_threshold(YOUNG_EVERY, 10, OLDEST_EVERY)
     _Runs.count += 1
