@@ -114,6 +114,7 @@ class _Refused(Exception):
 # What decoding one message found: its event (None if refused whole) and its refusals (a
 # reading may have both). `Decoded` to the callers; a tuple inside, made per message.
 _Found = tuple[Event | None, tuple[Rejection, ...]]
+_INF, _NEG_INF = math.inf, -math.inf  # the limits of a finite number, read as constants
 
 
 class Decoder:
@@ -353,9 +354,6 @@ def _text(msg: Message) -> str:
 # regular expression takes, which was twice what reading the payload takes.
 _DIGITS = bytes(ord("0") if ord("0") <= b <= ord("9") else ord(" ") for b in range(256))
 _LONG_RUN = b"0" * 19
-
-
-_INF, _NEG_INF = math.inf, -math.inf
 
 
 def long_number(payload: bytes) -> bool:
