@@ -56,7 +56,6 @@ from gateway.rules.registry import build_rules
 from gateway.rules.status import on_duty, patrol_status
 from gateway.rules.workorders import WorkOrders, open_orders
 from gateway.store.sqlite import SqliteStore, StoredCommand
-from gateway.timeutil import iso
 from gateway.trust.secrets import Secrets, no_secrets
 from gateway.trust.verify import EXCLUDING, Verifier
 
@@ -392,7 +391,8 @@ class Pipeline(CommandSteps):
             text = messages.text(locale, "ack.unknown")
         else:
             post = self.site.posts[scan.post].name
-            clock = iso(scan.time, self.site.tz)[11:16]
+            local = scan.time.astimezone(self.site.tz)
+            clock = f"{local.hour:02d}:{local.minute:02d}"  # HH:MM, without a whole ISO text
             text = messages.text(locale, "ack.signed", post=post, time=clock)
         return Answer(
             scan.reader,
