@@ -59,8 +59,8 @@ class Scan:
     proof: Proof | None = field(default=None, compare=False, repr=False)
 
     def with_flags(self, flags: tuple[str, ...]) -> Scan:
-        """This scan with other flags (`dataclasses.replace`, at a third of its cost: the
-        pipeline flags most scans)."""
+        """This scan with other flags (`dataclasses.replace`, at a fifth of its cost: 0.5 µs
+        against 2.4; the pipeline flags most scans)."""
         return evolve(self, flags=flags)
 
 

@@ -59,12 +59,12 @@ class Recorded:
         return self.raw if self.body is None else json.dumps(self.body).encode()
 
 
-# orjson reads integers beyond 64 bits as floats where `json` keeps them exact, and refuses what
-# `json` takes (NaN, a lone surrogate): such a line takes the standard library's way.
-
-
 def _read_line(raw: str) -> tuple[Any, bool]:
-    """The line's JSON value, and whether orjson read it (its payload may then go on parsed)."""
+    """The line's JSON value, and whether orjson read it (its payload may then go on parsed).
+
+    orjson reads integers beyond 64 bits as floats where `json` keeps them exact, and refuses
+    what `json` takes (NaN, a lone surrogate): such a line takes the standard library's way.
+    """
     try:
         data = raw.encode()
     except UnicodeEncodeError:  # a lone surrogate: bytes orjson refuses, json reads it

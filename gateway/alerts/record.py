@@ -48,8 +48,8 @@ class Alert:
     shelved_until: dt.datetime | None = None  # §6: open, but no notification until then
 
     def replace(self, **changes: Any) -> Alert:
-        """A copy with some fields changed (`dataclasses.replace`, at a fifth of its cost: every
-        update of an open alert makes one)."""
+        """A copy with some fields changed (`dataclasses.replace`, at two fifths of its cost:
+        1.0 µs against 2.4; every update of an open alert makes one)."""
         unknown = changes.keys() - _FIELDS
         if unknown:
             raise TypeError(f"Alert has no field {', '.join(sorted(unknown))}")
